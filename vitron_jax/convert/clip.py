@@ -89,7 +89,7 @@ def _expected_shapes(module: nn.Module, kind: str) -> dict[str, tuple[int, ...]]
     x = jax.ShapeDtypeStruct((1, c.image_size, c.image_size, c.num_channels), jnp.float32)
   else:
     x = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
   return {k: tuple(v.shape) for k, v in flatten(_unwrap(shapes)).items()}
 
 
@@ -128,7 +128,7 @@ def _kind(module: nn.Module) -> str:
 
 def hf_to_flax(tensors: Mapping[str, np.ndarray], module: nn.Module, *,
                full_model: bool = False, where: str = "the given tensors") -> dict[str, Any]:
-  """HF tensors (a tower's state dict, prefixed or not, or a CLIPModel's) -> `{"params": tree}`.
+  """HF tensors (a tower's state dict, prefixed or not, or a CLIPModel's) -> parameter tree.
 
   With `full_model` the other tower's keys are dropped, and so is this tower's projection when
   `module.with_projection` is False.
@@ -146,7 +146,7 @@ def hf_to_flax(tensors: Mapping[str, np.ndarray], module: nn.Module, *,
              ignore=_IGNORE)
   flat = {p: jnp.asarray(_from_hf(p, np.asarray(tensors[h])), dtype=module.param_dtype)
           for h, p in names.items()}
-  return {"params": unflatten(flat)}
+  return unflatten(flat)
 
 
 def flax_to_hf(module: nn.Module, params: Any, dtype: Any = None) -> dict[str, np.ndarray]:
@@ -210,7 +210,7 @@ def _save(module: nn.Module, params: Any, path: str | os.PathLike, kind: str,
 
 def load_clip_vision(path: str | os.PathLike, *, with_projection: bool | None = None,
                      param_dtype: Any = jnp.float32, dtype: Any = jnp.float32):
-  """HF folder -> `(CLIPVisionModel, {"params": tree})`.
+  """HF folder -> `(CLIPVisionModel, params)`; use as `module.apply({"params": params}, x)`.
 
   `with_projection=None` keeps `visual_projection` when the folder has it (WithProjection or
   full CLIPModel); True requires it; False leaves it out.
@@ -220,7 +220,7 @@ def load_clip_vision(path: str | os.PathLike, *, with_projection: bool | None = 
 
 def load_clip_text(path: str | os.PathLike, *, with_projection: bool | None = None,
                    param_dtype: Any = jnp.float32, dtype: Any = jnp.float32):
-  """HF folder -> `(CLIPTextModel, {"params": tree})` (`with_projection` as for vision)."""
+  """HF folder -> `(CLIPTextModel, params)` (`with_projection` as for vision)."""
   return _load(path, "text", with_projection, param_dtype, dtype)
 
 

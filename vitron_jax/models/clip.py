@@ -149,7 +149,7 @@ class CLIPVisionModel(nn.Module):
     return nn.with_logical_constraint(self.pre_layrnorm(x), ACT_AXES)
 
   def __call__(self, pixel_values: jax.Array, *, interpolate_pos_encoding: bool = False,
-               output_hidden_states: bool = False) -> CLIPVisionOutput:
+               output_hidden_states: bool = True) -> CLIPVisionOutput:
     """`pixel_values` `[B, H, W, C]` -> `CLIPVisionOutput` (shapes in its docstring)."""
     x = self._embed(pixel_values, interpolate_pos_encoding)
     last, hidden = self.encoder(x)
@@ -224,7 +224,7 @@ class CLIPTextModel(nn.Module):
   @nn.compact
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                position_ids: jax.Array | None = None, *,
-               output_hidden_states: bool = False) -> CLIPTextOutput:
+               output_hidden_states: bool = True) -> CLIPTextOutput:
     """`input_ids` `[B, L]` ints; `attention_mask` `[B, L]` (1 = token, 0 = padding)."""
     c, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if input_ids.ndim != 2:

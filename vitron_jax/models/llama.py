@@ -445,3 +445,20 @@ class Llama(nn.Module):
     elif logits == "last":
       out = self.logits(h[:, -1:])
     return LlamaOutput(out, h, new_cache)
+
+
+def unstack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
+  """Scanned params (`layers/...` with a leading `[L]` axis) -> unscanned (`layers_{i}/...`)."""
+  params = dict(params)
+  stacked = params.pop("layers")
+  for i in range(num_layers):
+    params[f"layers_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
+  return params
+
+
+def stack_layers(params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:
+  """Unscanned params (`layers_{i}/...`) -> scanned (`layers/...` stacked on a leading axis)."""
+  params = dict(params)
+  per_layer = [params.pop(f"layers_{i}") for i in range(num_layers)]
+  params["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_layer)
+  return params

@@ -110,11 +110,10 @@ class SamPromptEncoder(nn.Module):
   def embed_masks(self, masks: jax.Array) -> jax.Array:
     return self.mask_embed(masks)
 
-  def __call__(self, batch_size: int, points: jax.Array | None = None,
-               labels: jax.Array | None = None, boxes: jax.Array | None = None,
-               masks: jax.Array | None = None) -> tuple[jax.Array | None, jax.Array]:
-    """Returns (sparse `[B, P, n, C]` or None, dense `[B, E, E, C]`)."""
-    cfg = self.config
+  def encode_sparse(self, points: jax.Array | None = None, labels: jax.Array | None = None,
+                    boxes: jax.Array | None = None) -> jax.Array | None:
+    """Sparse tokens `[B, P, n, C]` of points (padded with a not-a-point without boxes) and
+    box corners, or None without either."""
     sparse = None
     if points is not None:
       if labels is None:
@@ -123,10 +122,19 @@ class SamPromptEncoder(nn.Module):
     if boxes is not None:
       box = self.embed_boxes(boxes)
       sparse = box if sparse is None else jnp.concatenate([sparse, box], axis=2)
+    return sparse
+
+  def encode_dense(self, batch_size: int, masks: jax.Array | None = None) -> jax.Array:
+    """Dense embedding `[B, E, E, C]` of mask logits, or the learned no-mask embedding."""
+    cfg = self.config
     if masks is not None:
-      dense = self.embed_masks(masks)
-    else:
-      e = cfg.image_embedding_size
-      dense = jnp.broadcast_to(self.no_mask_embed()[0].astype(self.dtype),
-                               (batch_size, e, e, cfg.hidden_size))
-    return sparse, dense
+      return self.embed_masks(masks)
+    e = cfg.image_embedding_size
+    return jnp.broadcast_to(self.no_mask_embed()[0].astype(self.dtype),
+                            (batch_size, e, e, cfg.hidden_size))
+
+  def __call__(self, batch_size: int, points: jax.Array | None = None,
+               labels: jax.Array | None = None, boxes: jax.Array | None = None,
+               masks: jax.Array | None = None) -> tuple[jax.Array | None, jax.Array]:
+    """Returns (sparse `[B, P, n, C]` or None, dense `[B, E, E, C]`)."""
+    return self.encode_sparse(points, labels, boxes), self.encode_dense(batch_size, masks)

@@ -1,0 +1,125 @@
+"""Tiny synthetic scenes for the segmentation tests (stand-in until PixelWorld lands).
+
+Plain backgrounds with coloured discs and squares and exact masks; videos of one object moving
+with constant velocity (bouncing off the borders) next to a distractor. Deterministic from the
+numpy Generator passed in.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PALETTE = np.array([[220, 40, 40], [40, 200, 60], [50, 80, 230], [230, 210, 40]], np.uint8)
+
+
+def shape_mask(size: int, cx: float, cy: float, r: float, kind: str) -> np.ndarray:
+  """Boolean `[size, size]` disc or axis-aligned square of radius/half-side r at (cx, cy)."""
+  yy, xx = np.mgrid[0:size, 0:size] + 0.5
+  if kind == "disc":
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+  return (np.abs(xx - cx) <= r) & (np.abs(yy - cy) <= r)
+
+
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+  img = np.empty((size, size, 3), np.uint8)
+  img[:] = rng.integers(0, 70, size=3, dtype=np.uint8)
+  return img
+
+
+def _place(rng, size, radii, tries=100):
+  """Non-overlapping centres for the given radii (None if it failed)."""
+  centres = []
+  for r in radii:
+    for _ in range(tries):
+      c = rng.uniform(r + 1, size - r - 1, size=2)
+      if all(np.hypot(*(c - c2)) > r + r2 + 2 for c2, r2 in zip(centres, radii)):
+        centres.append(c)
+        break
+    else:
+      return None
+  return centres
+
+
+def referring_scenes(rng: np.random.Generator, n: int, size: int = 64, min_objects: int = 2,
+                     max_objects: int = 3, radius=(6.0, 11.0)):
+  """`n` scenes of 2-3 objects with distinct palette colours; the target is one of them.
+
+  Returns images `[n, size, size, 3]` uint8, target masks `[n, size, size]` bool and the
+  target's colour id `[n]` (what the signal prompt must convey).
+  """
+  images = np.empty((n, size, size, 3), np.uint8)
+  masks = np.zeros((n, size, size), bool)
+  ids = np.empty((n,), np.int32)
+  for i in range(n):
+    while True:
+      k = int(rng.integers(min_objects, max_objects + 1))
+      radii = rng.uniform(*radius, size=k)
+      centres = _place(rng, size, radii)
+      if centres is not None:
+        break
+    colours = rng.permutation(len(PALETTE))[:k]
+    img = background(rng, size)
+    target = int(rng.integers(k))
+    for j, (c, r) in enumerate(zip(centres, radii)):
+      m = shape_mask(size, c[0], c[1], r, "disc" if rng.random() < 0.5 else "square")
+      img[m] = PALETTE[colours[j]]
+      if j == target:
+        masks[i] = m
+    images[i], ids[i] = img, colours[target]
+  return images, masks, ids
+
+
+def _random_colour(rng):
+  return rng.integers(90, 256, size=3).astype(np.uint8)
+
+
+def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: float = 5.0,
+                   radius=(7.0, 11.0)):
+  """Training pairs for mask-prompted tracking: the target's mask at a previous position
+  (shifted by up to `max_shift` px) is the prompt, its current mask the target; a distractor
+  of another random colour is nearby. Returns images, prompt masks, target masks."""
+  images = np.empty((n, size, size, 3), np.uint8)
+  prompts = np.zeros((n, size, size), bool)
+  targets = np.zeros((n, size, size), bool)
+  for i in range(n):
+    while True:
+      radii = rng.uniform(*radius, size=2)
+      centres = _place(rng, size, radii)
+      if centres is not None:
+        break
+    kinds = ["disc" if rng.random() < 0.5 else "square" for _ in range(2)]
+    img = background(rng, size)
+    for c, r, kind in zip(centres, radii, kinds):
+      img[shape_mask(size, c[0], c[1], r, kind)] = _random_colour(rng)
+    (cx, cy), r = centres[0], radii[0]
+    targets[i] = shape_mask(size, cx, cy, r, kinds[0])
+    d = rng.uniform(-max_shift, max_shift, size=2)
+    prompts[i] = shape_mask(size, cx - d[0], cy - d[1], r, kinds[0])
+    images[i] = img
+  return images, prompts, targets
+
+
+def moving_object_video(rng: np.random.Generator, frames: int = 10, size: int = 64,
+                        speed: float = 3.0, radius: float = 9.0, kind: str = "disc"):
+  """One object moving at `speed` px/frame (bouncing off the borders) plus a static
+  distractor. Returns frames `[T, size, size, 3]` uint8 and the object's masks `[T, size, size]`."""
+  bg = background(rng, size)
+  colour, dcolour = _random_colour(rng), _random_colour(rng)
+  centres = _place(rng, size, [radius, radius * 0.8])
+  pos, dpos = np.array(centres[0]), centres[1]
+  angle = rng.uniform(0, 2 * np.pi)
+  vel = speed * np.array([np.cos(angle), np.sin(angle)])
+  video = np.empty((frames, size, size, 3), np.uint8)
+  masks = np.zeros((frames, size, size), bool)
+  dmask = shape_mask(size, dpos[0], dpos[1], radius * 0.8, "square" if kind == "disc" else "disc")
+  for t in range(frames):
+    img = bg.copy()
+    img[dmask] = dcolour
+    m = shape_mask(size, pos[0], pos[1], radius, kind)
+    img[m] = colour  # the tracked object passes in front of the distractor
+    video[t], masks[t] = img, m
+    pos = pos + vel
+    for a in range(2):
+      if pos[a] < radius + 1 or pos[a] > size - radius - 1:
+        vel[a] = -vel[a]
+        pos[a] = np.clip(pos[a], radius + 1, size - radius - 1)
+  return video, masks

@@ -1,0 +1,211 @@
+"""Tiny text -> image pipelines against diffusers built from the same random components.
+
+UNet2DConditionModel, AutoencoderKL, CLIPTextModel and a CLIPTokenizer (vocab/merges written
+here) are created with torch, saved as diffusers/transformers folders, loaded with our
+converters, and the whole pipeline (text encoding, guided sampling, decoding) is compared
+from the same initial noise.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler,
+                       EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel)
+
+from vitron_jax.backends.diffusion import pipelines as P
+from vitron_jax.backends.diffusion import schedulers as S
+from vitron_jax.backends.diffusion.gligen import GligenInputs
+from vitron_jax.convert.clip import load_clip_text
+from vitron_jax.convert.diffusers import load_unet2d, load_vae
+
+MAX_LEN = 12
+SCHEDULERS = {
+    "ddim": (DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)),
+    "dpm_solver": (DPMSolverMultistepScheduler, dict(steps_offset=1)),
+    "euler": (EulerDiscreteScheduler, dict(timestep_spacing="trailing", steps_offset=1)),
+}
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+  """Seeded noise in every parameter (zero-initialised gates / out-convs would hide paths)."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      n = torch.randn(p.shape, generator=g)
+      if p.ndim >= 2:
+        p.copy_(n / p[0].numel() ** 0.5)
+      elif name.endswith("weight"):
+        p.copy_(1.0 + 0.1 * n)
+      else:
+        p.copy_(0.5 * n if p.ndim == 0 else 0.1 * n)
+
+
+def make_tokenizer(path: str) -> transformers.CLIPTokenizer:
+  letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+  toks = letters + [c + "</w>" for c in letters] + ["ca", "cat</w>", "do", "dog</w>"]
+  vocab = {t: i for i, t in enumerate(toks)}
+  vocab["<|startoftext|>"] = len(vocab)
+  vocab["<|endoftext|>"] = len(vocab)
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "vocab.json"), "w") as f:
+    json.dump(vocab, f)
+  with open(os.path.join(path, "merges.txt"), "w") as f:
+    f.write("#version: 0.2\nc a\nca t</w>\nd o\ndo g</w>\n")
+  tok = transformers.CLIPTokenizer(os.path.join(path, "vocab.json"),
+                                   os.path.join(path, "merges.txt"), pad_token="<|endoftext|>")
+  tok.model_max_length = MAX_LEN
+  return tok
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("tiny_sd"))
+  tok = make_tokenizer(os.path.join(root, "tokenizer"))
+  torch.manual_seed(0)
+  text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+      vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+      num_attention_heads=4, max_position_embeddings=MAX_LEN, bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+  unet = UNet2DConditionModel(
+      sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+      layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
+  vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                      down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                      norm_num_groups=8, sample_size=16).eval()
+  for i, m in enumerate((text, unet, vae)):
+    randomize(m, i)
+  text.save_pretrained(os.path.join(root, "text_encoder"))
+  unet.save_pretrained(os.path.join(root, "unet"))
+  vae.save_pretrained(os.path.join(root, "vae"))
+  ours = {}
+  te, ours["text_encoder"] = load_clip_text(os.path.join(root, "text_encoder"))
+  un, ours["unet"] = load_unet2d(os.path.join(root, "unet"))
+  va, ours["vae"] = load_vae(os.path.join(root, "vae"))
+  return dict(tok=tok, text=text, unet=unet, vae=vae, modules=(un, va, te), params=ours)
+
+
+def ids(tok, prompts):
+  return np.asarray(tok(prompts, padding="max_length", max_length=MAX_LEN, truncation=True)
+                    ["input_ids"], np.int32)
+
+
+@pytest.mark.parametrize("kind", list(SCHEDULERS))
+def test_text_to_image_matches_stable_diffusion_pipeline(components, kind):
+  cls, extra = SCHEDULERS[kind]
+  sched_cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **extra)
+  theirs = cls(**sched_cfg)
+  pipe = StableDiffusionPipeline(
+      vae=components["vae"], text_encoder=components["text"], tokenizer=components["tok"],
+      unet=components["unet"], scheduler=theirs, safety_checker=None, feature_extractor=None,
+      requires_safety_checker=False)
+  pipe.set_progress_bar_config(disable=True)
+  prompts = ["a cat", "dog"]
+  noise = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype(np.float32)
+  steps, g = 4, 6.0
+  with torch.no_grad():
+    want = pipe(prompts, num_inference_steps=steps, guidance_scale=g, output_type="np",
+                latents=torch.from_numpy(noise).permute(0, 3, 1, 2), height=16,
+                width=16).images
+    want_lat = pipe(prompts, num_inference_steps=steps, guidance_scale=g, output_type="latent",
+                    latents=torch.from_numpy(noise).permute(0, 3, 1, 2), height=16,
+                    width=16).images.permute(0, 2, 3, 1).numpy()
+
+  un, va, te = components["modules"]
+  models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,
+                             scheduler=S.from_diffusers_config(dict(theirs.config), kind=kind))
+  params = components["params"]
+
+  @jax.jit
+  def run(params, cond_ids, uncond_ids, noise):
+    cond = P.encode_prompt(models, params, cond_ids)
+    uncond = P.encode_prompt(models, params, uncond_ids)
+    return P.text_to_image(models, params, cond, uncond, noise=noise,
+                           num_inference_steps=steps, guidance_scale=g)
+
+  got = run(params, ids(components["tok"], prompts), ids(components["tok"], ["", ""]),
+            jnp.asarray(noise))
+  np.testing.assert_allclose(np.asarray(got["latents"]), want_lat, atol=1e-3, rtol=1e-3)
+  assert got["images"].shape == want.shape == (2, 16, 16, 3)
+  np.testing.assert_allclose(np.asarray(got["images"]), want, atol=1e-3)
+
+
+def test_progress_mode_equals_jitted_pipeline(components):
+  un, va, te = components["modules"]
+  models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,
+                             scheduler=S.SchedulerConfig(kind="dpm_solver"))
+  params = components["params"]
+  cond = P.encode_prompt(models, params, ids(components["tok"], ["a cat"]))
+  unc = P.encode_prompt(models, params, ids(components["tok"], [""]))
+  noise = P.latent_noise(models, jax.random.key(0), 1, 16, 16)
+  one = jax.jit(lambda p, c, u, n: P.text_to_image(models, p, c, u, noise=n,
+                                                   num_inference_steps=5))(params, cond, unc,
+                                                                           noise)
+  seen = []
+  chunked = P.text_to_image(models, params, cond, unc, noise=noise, num_inference_steps=5,
+                            progress=lambda d, n: seen.append(d))
+  np.testing.assert_allclose(np.asarray(chunked["images"]), np.asarray(one["images"]),
+                             atol=1e-5)
+  assert seen[-1] == 5
+
+
+def test_inpainting_keeps_the_unmasked_region(components):
+  """With a 4-channel UNet the known region is re-imposed every step: outside the mask the
+  final latents are the image's latents up to the last step's (tiny) noise."""
+  un, va, te = components["modules"]
+  models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,
+                             scheduler=S.SchedulerConfig(kind="ddim", beta_schedule="scaled_linear",
+                                                         beta_start=0.00085, beta_end=0.012))
+  params = components["params"]
+  cond = P.encode_prompt(models, params, ids(components["tok"], ["a cat"]))
+  unc = P.encode_prompt(models, params, ids(components["tok"], [""]))
+  images = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (1, 16, 16, 3)), jnp.float32)
+  masks = np.zeros((1, 16, 16, 1), np.float32)
+  masks[:, :8] = 1   # repaint the top half
+  key = jax.random.key(3)
+  out = jax.jit(lambda p, c, u, im, m, n, k: P.inpaint_image(
+      models, p, c, u, images=im, masks=m, noise=n, rng=k, num_inference_steps=10))(
+          params, cond, unc, images, masks, P.latent_noise(models, key, 1, 16, 16), key)
+  known = P._encode_pm1(models, params, images * 2 - 1, jax.random.split(key)[0])
+  lat = np.asarray(out["latents"])
+  keep_err = np.abs(lat[:, 4:] - np.asarray(known)[:, 4:]).max()
+  edit_err = np.abs(lat[:, :4] - np.asarray(known)[:, :4]).max()
+  assert keep_err < 0.05 < edit_err
+
+
+def test_bad_inputs_name_the_input(components):
+  un, va, te = components["modules"]
+  models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,
+                             scheduler=S.SchedulerConfig(kind="ddim"))
+  params = components["params"]
+  cond = jnp.zeros((1, MAX_LEN, 32))
+  noise = jnp.zeros((1, 8, 8, 4))
+  with pytest.raises(ValueError, match="condition must be \\[batch, tokens, 32\\]"):
+    P.text_to_image(models, params, jnp.zeros((1, MAX_LEN, 16)), noise=noise)
+  with pytest.raises(ValueError, match="noise must be latents \\[B, h, w, c\\] with B=1, c=4"):
+    P.text_to_image(models, params, cond, noise=jnp.zeros((1, 8, 8, 3)))
+  with pytest.raises(ValueError, match="needs a GLIGEN UNet"):
+    P.text_to_image(models, params, cond, noise=noise, grounding=GligenInputs(
+        jnp.zeros((1, 1, 4)), jnp.zeros((1, 1, 32)), jnp.ones((1, 1))))
+  images = jnp.full((1, 16, 16, 3), 0.5)
+  with pytest.raises(ValueError, match="images must be float in \\[0, 1\\]"):
+    P.inpaint_image(models, params, cond, images=images * 4, masks=jnp.zeros((1, 16, 16)),
+                    noise=noise, rng=jax.random.key(0))
+  with pytest.raises(ValueError, match="images must be channels-last \\[B, H, W, C\\] with C=3"):
+    P.inpaint_image(models, params, cond, images=images[..., :1], masks=jnp.zeros((1, 16, 16)),
+                    noise=noise, rng=jax.random.key(0))
+  with pytest.raises(ValueError, match="masks must be \\(1, 16, 16\\)"):
+    P.inpaint_image(models, params, cond, images=images, masks=jnp.zeros((1, 8, 8)),
+                    noise=noise, rng=jax.random.key(0))
+  with pytest.raises(ValueError, match="masks must be binary"):
+    P.inpaint_image(models, params, cond, images=images, masks=jnp.full((1, 16, 16), 0.5),
+                    noise=noise, rng=jax.random.key(0))
+  with pytest.raises(ValueError, match="height and width must be multiples of the VAE factor 2"):
+    P.latent_noise(models, jax.random.key(0), 1, 15, 16)

@@ -1,0 +1,440 @@
+"""Diffusion pipelines: text -> image (optionally GLIGEN-grounded), inpainting / editing,
+text -> video, image -> video, video -> video; pure functions of (static models, params).
+
+Conventions (all channels-last):
+  images  `[B, H, W, 3]` float in [0, 1] (inputs are validated, outputs are the decoder's
+          [-1, 1] mapped to [0, 1] and clipped to that range, as diffusers' postprocess);
+  masks   `[B, H, W, 1]` (or `[B, H, W]`) in {0, 1}, 1 = the region to repaint;
+  videos  `[B, T, H, W, 3]` in [0, 1];
+  latents `[B, h, w, c]` / `[B, T, h, w, c]`, scaled by the VAE's `scaling_factor`;
+  condition / uncond_condition `[B, L, D]` context tokens (from the text encoder via
+          `encode_prompt`, or from the VITRON hybrid head); passing `uncond_condition` turns on
+          classifier-free guidance (one batched UNet call per step);
+  params  `{"unet": vars, "vae": vars, "text_encoder": vars, "image_encoder": vars}` where
+          each `vars` is a Flax variables dict `{"params": ...}` or a bare parameter tree.
+
+Every pipeline is jit-able as a whole (static: `models`, step counts, `progress=False`), and
+returns `{"latents": ..., "images" | "videos": ...}`. With `progress=True` call it outside jit:
+the text/VAE parts run as their own jitted calls and the denoising loop in chunks (see
+`sampling.py`).
+
+GLIGEN (`grounding=GligenInputs(boxes, phrase_embeddings, phrase_mask)`): phrases are padded to
+the UNet's `gligen_max_objs` (as diffusers pads to 30), the unconditional branch sees the
+phrase mask zeroed, and grounding is switched off after `int(gligen_beta * N)` steps
+(diffusers' `gligen_scheduled_sampling_beta`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitron_jax.backends.diffusion import sampling
+from vitron_jax.backends.diffusion import schedulers as S
+from vitron_jax.backends.diffusion.gligen import GligenInputs
+from vitron_jax.backends.diffusion.schedulers import SchedulerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionModels:
+  """The static half of a pipeline: Flax modules (config only) and the scheduler config.
+
+  unet: `UNet2DConditionModel` (images), `UNet3DConditionModel` (video) or `I2VGenXLUNet`.
+  vae: `AutoencoderKL`. text_encoder: `CLIPTextModel` (needed by `encode_prompt` only).
+  image_encoder: `CLIPVisionModel(with_projection=True)` (image -> video only).
+  """
+  unet: Any
+  vae: Any
+  scheduler: SchedulerConfig
+  text_encoder: Any = None
+  image_encoder: Any = None
+
+  @property
+  def latent_channels(self) -> int:
+    return self.vae.config.latent_channels
+
+  @property
+  def vae_factor(self) -> int:
+    return self.vae.config.downsample_factor
+
+  @property
+  def is_gligen(self) -> bool:
+    return getattr(self.unet.config, "attention_type", "default") == "gated"
+
+  @property
+  def max_objs(self) -> int:
+    return getattr(self.unet.config, "gligen_max_objs", 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Module calls (jitted per static module, so eager/progress mode stays fast; inlined under jit)
+
+def as_variables(params) -> dict:
+  """A Flax variables dict from either `{"params": tree}` or a bare parameter tree (the
+  converters in this repo return one or the other)."""
+  if isinstance(params, Mapping) and "params" in params:
+    return params
+  return {"params": params}
+
+
+@functools.partial(jax.jit, static_argnames=("module", "method"))
+def _apply(module, variables, *args, method: str | None = None, **kwargs):
+  fn = getattr(type(module), method) if method else None
+  return module.apply(as_variables(variables), *args, method=fn, **kwargs)
+
+
+def encode_prompt(models: DiffusionModels, params, input_ids: jax.Array) -> jax.Array:
+  """`[B, L]` token ids -> `[B, L, D]` context (the text encoder's last hidden state)."""
+  if models.text_encoder is None:
+    raise ValueError("encode_prompt needs models.text_encoder")
+  return _apply(models.text_encoder, params["text_encoder"], input_ids).last_hidden_state
+
+
+def encode_phrases(models: DiffusionModels, params, phrase_ids: jax.Array) -> jax.Array:
+  """`[B, N, L]` phrase token ids -> `[B, N, D]` pooled phrase embeddings (GLIGEN)."""
+  if phrase_ids.ndim != 3:
+    raise ValueError(f"phrase_ids must be [batch, phrases, tokens], got {phrase_ids.shape}")
+  b, n, l = phrase_ids.shape
+  out = _apply(models.text_encoder, params["text_encoder"], phrase_ids.reshape(b * n, l))
+  return out.pooler_output.reshape(b, n, -1)
+
+
+def encode_images(models: DiffusionModels, params, images: jax.Array,
+                  rng: jax.Array | None = None) -> jax.Array:
+  """`[B, H, W, 3]` images in [0, 1] -> scaled latents (posterior sample with `rng`, else mode)."""
+  check_unit_images(images, "images")
+  return _encode_pm1(models, params, images * 2.0 - 1.0, rng)
+
+
+def _encode_pm1(models, params, x, rng):
+  post = _apply(models.vae, params["vae"], x, method="encode")
+  z = post.mode() if rng is None else post.sample(rng)
+  return models.vae.config.scale(z)
+
+
+def decode_latents(models: DiffusionModels, params, latents: jax.Array) -> jax.Array:
+  """Scaled latents `[B, (T,) h, w, c]` -> images / videos in [0, 1] (clipped)."""
+  lead = latents.shape[:-3]
+  flat = latents.reshape((-1,) + latents.shape[-3:])
+  x = _apply(models.vae, params["vae"], models.vae.config.unscale(flat), method="decode")
+  x = jnp.clip(x.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0)
+  return x.reshape(lead + x.shape[1:])
+
+
+def latent_noise(models: DiffusionModels, rng: jax.Array, batch: int, height: int, width: int,
+                 frames: int | None = None) -> jax.Array:
+  """Standard normal latents for a `height x width` output (and `frames` frames)."""
+  f = models.vae_factor
+  if height % f or width % f:
+    raise ValueError(f"height and width must be multiples of the VAE factor {f}, got "
+                     f"{height}x{width}")
+  shape = (batch,) + ((frames,) if frames else ()) + (height // f, width // f,
+                                                      models.latent_channels)
+  return jax.random.normal(rng, shape, jnp.float32)
+
+
+def _unet_eps(models: DiffusionModels):
+  def eps(params, x, t, condition, **extras):
+    return _apply(models.unet, params["unet"], x, t, condition, **extras)
+  return eps
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (static facts always; values when concrete)
+
+def _concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_unit_images(x, name: str, ndim: int = 4, channels: int = 3) -> None:
+  layout = "[B, H, W, C]" if ndim == 4 else "[B, T, H, W, C]"
+  if x.ndim != ndim or x.shape[-1] != channels:
+    raise ValueError(f"{name} must be channels-last {layout} with C={channels}, got shape "
+                     f"{tuple(x.shape)}")
+  if _concrete(x):
+    a = np.asarray(x)
+    if a.size and (not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0):
+      raise ValueError(f"{name} must be float in [0, 1], got values in [{a.min()}, {a.max()}]")
+
+
+def _check_masks(masks, images) -> jax.Array:
+  if masks.ndim == images.ndim - 1:
+    masks = masks[..., None]
+  if masks.shape != images.shape[:-1] + (1,):
+    raise ValueError(f"masks must be {tuple(images.shape[:-1])} or "
+                     f"{tuple(images.shape[:-1]) + (1,)} (1 = region to repaint), got "
+                     f"{tuple(masks.shape)}")
+  if _concrete(masks):
+    m = np.asarray(masks)
+    if m.size and not np.all((m == 0) | (m == 1)):
+      raise ValueError("masks must be binary (0 = keep, 1 = repaint)")
+  return masks.astype(jnp.float32)
+
+
+def _check_condition(models, condition, uncond_condition) -> int:
+  dim = models.unet.config.cross_attention_dim
+  if condition.ndim != 3 or condition.shape[-1] != dim:
+    raise ValueError(f"condition must be [batch, tokens, {dim}] (the UNet's "
+                     f"cross_attention_dim), got {tuple(condition.shape)}")
+  if uncond_condition is not None and uncond_condition.shape != condition.shape:
+    raise ValueError(f"uncond_condition must have the condition's shape "
+                     f"{tuple(condition.shape)}, got {tuple(uncond_condition.shape)}")
+  return condition.shape[0]
+
+
+def _check_noise(models, noise, batch: int, frames: bool) -> None:
+  nd = 5 if frames else 4
+  if noise.ndim != nd or noise.shape[0] != batch or noise.shape[-1] != models.latent_channels:
+    layout = "[B, T, h, w, c]" if frames else "[B, h, w, c]"
+    raise ValueError(f"noise must be latents {layout} with B={batch}, c="
+                     f"{models.latent_channels}, got shape {tuple(noise.shape)}")
+
+
+def _latent_mask(masks: jax.Array, f: int) -> jax.Array:
+  """Pixel masks `[B, H, W, 1]` -> latent grid: a cell is repainted if any of its pixels is."""
+  b, h, w, _ = masks.shape
+  if h % f or w % f:
+    raise ValueError(f"masks height and width must be multiples of the VAE factor {f}, got "
+                     f"{h}x{w}")
+  return masks.reshape(b, h // f, f, w // f, f, 1).max(axis=(2, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# GLIGEN grounding
+
+def pad_grounding(models: DiffusionModels, grounding: GligenInputs) -> GligenInputs:
+  """Validate boxes/phrases and pad to the UNet's `gligen_max_objs` slots (zeros, mask 0)."""
+  if not models.is_gligen:
+    raise ValueError("grounding (phrases + boxes) needs a GLIGEN UNet (attention_type='gated'),"
+                     f" got attention_type={getattr(models.unet.config, 'attention_type', None)!r}")
+  boxes, emb, mask = grounding.boxes, grounding.positive_embeddings, grounding.masks
+  if boxes.ndim != 3 or boxes.shape[-1] != 4:
+    raise ValueError(f"grounding boxes must be [batch, phrases, 4] (x0, y0, x1, y1 in [0, 1]), "
+                     f"got {tuple(boxes.shape)}")
+  b, n, _ = boxes.shape
+  if n > models.max_objs:
+    raise ValueError(f"grounding has {n} phrases; the GLIGEN position net takes at most "
+                     f"{models.max_objs}")
+  dim = models.unet.config.cross_attention_dim
+  if emb.shape != (b, n, dim):
+    raise ValueError(f"grounding phrase embeddings must be [{b}, {n}, {dim}] (one pooled text "
+                     f"embedding per box), got {tuple(emb.shape)}")
+  if mask.shape != (b, n):
+    raise ValueError(f"grounding phrase mask must be [{b}, {n}], got {tuple(mask.shape)}")
+  if _concrete(boxes):
+    a = np.asarray(boxes)
+    if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+      raise ValueError("grounding boxes must be normalised to [0, 1] (x0, y0, x1, y1); got "
+                       f"values in [{a.min()}, {a.max()}]")
+    if a.size and (np.any(a[..., 2] < a[..., 0]) or np.any(a[..., 3] < a[..., 1])):
+      raise ValueError("grounding boxes must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
+  pad = models.max_objs - n
+  return GligenInputs(
+      boxes=jnp.pad(boxes.astype(jnp.float32), ((0, 0), (0, pad), (0, 0))),
+      positive_embeddings=jnp.pad(emb, ((0, 0), (0, pad), (0, 0))),
+      masks=jnp.pad(mask.astype(jnp.float32), ((0, 0), (0, pad))))
+
+
+def _grounding_extras(models, grounding, gligen_beta: float, n: int):
+  if grounding is None:
+    if models.is_gligen:
+      raise ValueError("this GLIGEN UNet needs grounding inputs (phrases + boxes); pass "
+                       "grounding=GligenInputs(...) (with zero phrase masks for none)")
+    return {}, None, None
+  if not 0.0 <= gligen_beta <= 1.0:
+    raise ValueError(f"gligen_beta must be in [0, 1], got {gligen_beta}")
+  g = pad_grounding(models, grounding)
+  uncond = g.replace(masks=jnp.zeros_like(g.masks))
+  steps_on = int(gligen_beta * n)
+
+  def extras_fn(i, ex):
+    return {"gligen": ex["gligen"].replace(enabled=i < steps_on)}
+  return {"gligen": g}, {"gligen": uncond}, extras_fn
+
+
+def _common(models, params, state, latents, condition, uncond_condition, guidance_scale,
+            extras, uncond_extras, extras_fn, rng, progress, **kw):
+  return sampling.denoise(
+      _unet_eps(models), params, state, latents, condition, uncond_condition=uncond_condition,
+      guidance_scale=guidance_scale, extras=extras,
+      uncond_extras=uncond_extras if uncond_condition is not None else None, extras_fn=extras_fn,
+      rng=rng, progress=progress, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+def text_to_image(models: DiffusionModels, params, condition: jax.Array,
+                  uncond_condition: jax.Array | None = None, *, noise: jax.Array,
+                  num_inference_steps: int = 50, guidance_scale: float = 7.5,
+                  grounding: GligenInputs | None = None, gligen_beta: float = 0.3,
+                  rng: jax.Array | None = None, progress=False) -> dict[str, jax.Array]:
+  """Text (and optionally phrases + boxes) -> images, from standard normal `noise` latents.
+
+  Matches diffusers' `StableDiffusionPipeline` (and `StableDiffusionGLIGENPipeline` with
+  `grounding`) given the same noise, context and scheduler.
+  """
+  b = _check_condition(models, condition, uncond_condition)
+  _check_noise(models, noise, b, frames=False)
+  if models.unet.config.in_channels != models.latent_channels:
+    raise ValueError(f"this UNet takes {models.unet.config.in_channels} input channels (an "
+                     "inpainting UNet); use inpaint_image")
+  state = S.make_state(models.scheduler, num_inference_steps)
+  extras, uncond_extras, extras_fn = _grounding_extras(models, grounding, gligen_beta,
+                                                       num_inference_steps)
+  latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
+                    uncond_condition, guidance_scale, extras, uncond_extras, extras_fn, rng,
+                    progress)
+  return {"latents": latents, "images": decode_latents(models, params, latents)}
+
+
+def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
+                  uncond_condition: jax.Array | None = None, *, images: jax.Array,
+                  masks: jax.Array, noise: jax.Array, rng: jax.Array,
+                  num_inference_steps: int = 50, guidance_scale: float = 7.5,
+                  grounding: GligenInputs | None = None, gligen_beta: float = 0.3,
+                  progress=False) -> dict[str, jax.Array]:
+  """Repaint the masked region of `images` following the condition (image editing).
+
+  By UNet input channels c_in (c = latent channels):
+    c_in == c:       every step first re-imposes the known region at the step's noise level
+                     (fresh noise), as `StableDiffusionGLIGENPipeline`'s inpainting;
+    c_in == 2c + 1, GLIGEN UNet: the same, plus `[known * keep, keep]` appended to the input
+                     (diffusers' GLIGEN inpainting model);
+    c_in == 2c + 1, plain UNet: `[repaint mask, masked-image latents]` appended to the input
+                     (`StableDiffusionInpaintPipeline`), no re-imposing.
+  A latent cell is repainted when any pixel of it is masked. `rng` drives the VAE posterior
+  sample and the re-imposing noise.
+  """
+  b = _check_condition(models, condition, uncond_condition)
+  check_unit_images(images, "images")
+  masks = _check_masks(masks, images)
+  _check_noise(models, noise, b, frames=False)
+  if images.shape[0] != b:
+    raise ValueError(f"images batch {images.shape[0]} != condition batch {b}")
+  c, c_in = models.latent_channels, models.unet.config.in_channels
+  if c_in not in (c, 2 * c + 1):
+    raise ValueError(f"inpainting needs a UNet with {c} or {2 * c + 1} input channels, got "
+                     f"{c_in}")
+  k_enc, k_sample = jax.random.split(rng)
+  state = S.make_state(models.scheduler, num_inference_steps)
+  edit = _latent_mask(masks, models.vae_factor)
+  keep = 1.0 - edit
+  concat = blend = None
+  if c_in == 2 * c + 1 and not models.is_gligen:
+    masked = (images * 2.0 - 1.0) * (1.0 - masks)
+    concat = jnp.concatenate([edit, _encode_pm1(models, params, masked, k_enc)], axis=-1)
+  else:
+    known = _encode_pm1(models, params, images * 2.0 - 1.0, k_enc)
+    if c_in == 2 * c + 1:
+      concat = jnp.concatenate([known * keep, keep], axis=-1)
+
+    def blend(i, x, key):
+      noisy = S.add_noise_at_index(state, known, jax.random.normal(key, known.shape), i)
+      return noisy * keep + x * (1.0 - keep)
+  extras, uncond_extras, extras_fn = _grounding_extras(models, grounding, gligen_beta,
+                                                       num_inference_steps)
+  latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
+                    uncond_condition, guidance_scale, extras, uncond_extras, extras_fn,
+                    k_sample, progress, concat_latents=concat, blend=blend)
+  return {"latents": latents, "images": decode_latents(models, params, latents)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos
+
+def text_to_video(models: DiffusionModels, params, condition: jax.Array,
+                  uncond_condition: jax.Array | None = None, *, noise: jax.Array,
+                  num_inference_steps: int = 50, guidance_scale: float = 9.0,
+                  rng: jax.Array | None = None, progress=False) -> dict[str, jax.Array]:
+  """Text -> video with a UNet3D (ZeroScope), `noise` `[B, T, h, w, c]` (diffusers'
+  `TextToVideoSDPipeline`)."""
+  b = _check_condition(models, condition, uncond_condition)
+  _check_noise(models, noise, b, frames=True)
+  state = S.make_state(models.scheduler, num_inference_steps)
+  latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
+                    uncond_condition, guidance_scale, {}, None, None, rng, progress)
+  return {"latents": latents, "videos": decode_latents(models, params, latents)}
+
+
+def video_to_video(models: DiffusionModels, params, condition: jax.Array,
+                   uncond_condition: jax.Array | None = None, *, videos: jax.Array,
+                   noise: jax.Array, rng: jax.Array | None = None, strength: float = 0.6,
+                   num_inference_steps: int = 50, guidance_scale: float = 15.0,
+                   progress=False) -> dict[str, jax.Array]:
+  """Edit `videos` `[B, T, H, W, 3]`: encode, noise to `strength`, denoise with the condition
+  (diffusers' `VideoToVideoSDPipeline`). `rng` samples the VAE posterior (mode without)."""
+  b = _check_condition(models, condition, uncond_condition)
+  check_unit_images(videos, "videos", ndim=5)
+  if videos.shape[0] != b:
+    raise ValueError(f"videos batch {videos.shape[0]} != condition batch {b}")
+  _check_noise(models, noise, b, frames=True)
+  start = sampling.start_index_for_strength(num_inference_steps, strength)
+  state = S.make_state(models.scheduler, num_inference_steps)
+  bt = videos.shape[:2]
+  k_enc, k_sample = (None, None) if rng is None else jax.random.split(rng)
+  x0 = _encode_pm1(models, params, videos.reshape((-1,) + videos.shape[2:]) * 2.0 - 1.0, k_enc)
+  x0 = x0.reshape(bt + x0.shape[1:])
+  if x0.shape != noise.shape:
+    raise ValueError(f"noise must have the video latents' shape {tuple(x0.shape)}, got "
+                     f"{tuple(noise.shape)}")
+  latents = S.add_noise_at_index(state, x0, noise, start)
+  latents = _common(models, params, state, latents, condition, uncond_condition, guidance_scale,
+                    {}, None, None, k_sample, progress, start_index=start)
+  return {"latents": latents, "videos": decode_latents(models, params, latents)}
+
+
+def image_to_video(models: DiffusionModels, params, condition: jax.Array,
+                   uncond_condition: jax.Array | None = None, *, images: jax.Array,
+                   noise: jax.Array, clip_images: jax.Array | None = None, fps: int = 16,
+                   rng: jax.Array | None = None, num_inference_steps: int = 50,
+                   guidance_scale: float = 9.0, progress=False) -> dict[str, jax.Array]:
+  """First frame `images` `[B, H, W, 3]` -> video (diffusers' `I2VGenXLPipeline`).
+
+  The image conditions the I2VGen-XL UNet three ways: its latents (first frame; the other
+  frames carry the constant (i + 1) / (T - 1)), its CLIP image embedding (zeros in the
+  unconditional branch) and the target `fps`. `clip_images` is the image at the image
+  encoder's resolution (default: `images` resized bilinearly, which is not PIL's exact
+  resampling; pass your own for diffusers parity). `rng` samples the VAE posterior.
+  """
+  b = _check_condition(models, condition, uncond_condition)
+  check_unit_images(images, "images")
+  _check_noise(models, noise, b, frames=True)
+  if models.image_encoder is None:
+    raise ValueError("image_to_video needs models.image_encoder (CLIP vision with projection)")
+  t = noise.shape[1]
+  first = _encode_pm1(models, params, images * 2.0 - 1.0, rng)
+  if first.shape[1:] != noise.shape[2:]:
+    raise ValueError(f"images give latents {tuple(first.shape[1:])} per frame, but noise has "
+                     f"{tuple(noise.shape[2:])}")
+  scales = jnp.arange(1, t, dtype=jnp.float32) / max(t - 1, 1)
+  rest = jnp.broadcast_to(scales[None, :, None, None, None], (b, t - 1) + first.shape[1:])
+  image_latents = jnp.concatenate([first[:, None], rest], axis=1)
+  image_embeddings = image_embeds(models, params, images if clip_images is None else clip_images)
+  extras = {"fps": jnp.full((b,), fps, jnp.float32), "image_latents": image_latents,
+            "image_embeddings": image_embeddings}
+  uncond_extras = dict(extras, image_embeddings=jnp.zeros_like(image_embeddings))
+  state = S.make_state(models.scheduler, num_inference_steps)
+  latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
+                    uncond_condition, guidance_scale, extras, uncond_extras, None, None,
+                    progress)
+  return {"latents": latents, "videos": decode_latents(models, params, latents)}
+
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def image_embeds(models: DiffusionModels, params, images: jax.Array) -> jax.Array:
+  """`[B, H, W, 3]` in [0, 1] -> `[B, 1, D]` projected CLIP image embeddings."""
+  cfg = models.image_encoder.config
+  size = cfg.image_size
+  if images.shape[1:3] != (size, size):
+    images = jax.image.resize(images, (images.shape[0], size, size, 3), "bilinear")
+  x = (images - jnp.asarray(_CLIP_MEAN)) / jnp.asarray(_CLIP_STD)
+  out = _apply(models.image_encoder, params["image_encoder"], x)
+  return out.image_embeds[:, None, :]
