@@ -73,10 +73,11 @@ def _random_colour(rng):
 
 
 def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: float = 5.0,
-                   radius=(7.0, 11.0)):
+                   radius=(7.0, 11.0), max_grow: float = 2.0):
   """Training pairs for mask-prompted tracking: the target's mask at a previous position
-  (shifted by up to `max_shift` px) is the prompt, its current mask the target; a distractor
-  of another random colour is nearby. Returns images, prompt masks, target masks."""
+  (shifted by up to `max_shift` px, radius off by up to `max_grow` px, as an imperfect previous
+  prediction would be) is the prompt, its current mask the target; a distractor of another
+  random colour is nearby. Returns images, prompt masks, target masks."""
   images = np.empty((n, size, size, 3), np.uint8)
   prompts = np.zeros((n, size, size), bool)
   targets = np.zeros((n, size, size), bool)
@@ -93,7 +94,8 @@ def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: 
     (cx, cy), r = centres[0], radii[0]
     targets[i] = shape_mask(size, cx, cy, r, kinds[0])
     d = rng.uniform(-max_shift, max_shift, size=2)
-    prompts[i] = shape_mask(size, cx - d[0], cy - d[1], r, kinds[0])
+    grow = rng.uniform(-max_grow, max_grow)
+    prompts[i] = shape_mask(size, cx - d[0], cy - d[1], max(r + grow, 3.0), kinds[0])
     images[i] = img
   return images, prompts, targets
 

@@ -1,7 +1,11 @@
 """Weights in and out: Hugging Face / diffusers folders <-> Flax parameter trees.
 
-Safetensors only; nothing is ever unpickled.
+Safetensors only; nothing is ever unpickled. Loaders return `(module, params)` with `params`
+the bare parameter tree: `module.apply({"params": params}, ...)`.
 """
 from vitron_jax.convert.safetensors_io import (WeightsError, read_weights, write_weights,
                                                find_weight_files)
 from vitron_jax.convert.tree import WeightsMismatchError, check_keys
+from vitron_jax.convert.llama import load_llama, save_llama
+from vitron_jax.convert.clip import (load_clip_vision, save_clip_vision, load_clip_text,
+                                     save_clip_text)

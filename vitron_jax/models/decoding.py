@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.models.llama import Llama, LlamaConfig, init_cache
+from vitron_jax.models.llama import Llama, LlamaConfig, init_cache, unstack_layers
 from vitron_jax.nn.checks import check_token_ids
 
 
@@ -65,6 +65,9 @@ def _decode(config: LlamaConfig, params: Any, input_ids: jax.Array | None,
             inputs_embeds: jax.Array | None, attention_mask: jax.Array, rng: jax.Array, *,
             max_new_tokens: int, sampling: SamplingConfig, stop_tokens: tuple[int, ...],
             pad_token_id: int) -> GenerateOutput:
+  if config.scan_layers:  # per-layer weights as loop constants: no per-step slicing of stacks
+    params = unstack_layers(params, config.num_hidden_layers)
+  config = config.replace(scan_layers=False, remat_policy="none")
   model = Llama(config)
   variables = {"params": params}
   b, prompt_len = attention_mask.shape

@@ -1,0 +1,77 @@
+"""Routing accuracy of free-running answers against expected invocations."""
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
+from vitron_jax.eval import routing as RT
+from vitron_jax.protocol import invocation as I
+
+EXP = I.Invocation("segment_video", "the red circle", ((0.1, 0.1, 0.5, 0.5),), (2, 6))
+EXP_TEXT = f"Sure. {I.render(EXP)}"
+
+
+def test_perfect_scores_one():
+  assert RT.routing_scores(EXP_TEXT, EXP_TEXT) == dict.fromkeys(RT.FIELDS, 1.0)
+  assert RT.routing_scores(I.render(EXP), EXP) == dict.fromkeys(RT.FIELDS, 1.0)
+  assert RT.routing_scores("A red circle.", None) == dict.fromkeys(RT.FIELDS, 1.0)
+
+
+def test_ground_truth_answers_of_every_task_route_perfectly():
+  world = PixelWorld(WorldConfig(image_size=32, num_frames=4), seed=2)
+  samples = [world[i] for i in range(60)]
+  answers = [s["conversations"][1]["value"] for s in samples]
+  expected = [a if "module" in s["truth"] else None for a, s in zip(answers, samples)]
+  assert RT.routing_accuracy(answers, expected) == dict.fromkeys(RT.FIELDS, 1.0)
+
+
+@pytest.mark.parametrize("pred,zero,one", [
+    # wrong module, everything else right
+    (I.render(I.Invocation("segment_image", "the red circle", EXP.boxes, EXP.time_span)),
+     ["module", "all"], ["invoked", "parsed", "command", "region"]),
+    # paraphrased command with the same content words
+    (I.render(I.Invocation("segment_video", "circle that is red", EXP.boxes, EXP.time_span)),
+     ["command_exact"], ["module", "command", "region", "all"]),
+    # wrong colour in the command
+    (I.render(I.Invocation("segment_video", "the blue circle", EXP.boxes, EXP.time_span)),
+     ["command", "all"], ["module", "region"]),
+    # box far off
+    (I.render(I.Invocation("segment_video", "the red circle", ((0.6, 0.6, 0.9, 0.9),),
+                           EXP.time_span)), ["region", "all"], ["module", "command"]),
+    # time span missing
+    (I.render(I.Invocation("segment_video", "the red circle", EXP.boxes)),
+     ["region", "all"], ["module", "command"]),
+    # malformed invocation
+    ("<inv><seg_video><cmd>the red circle</cmd><region><loc0001></region></inv>",
+     ["parsed", "module", "command", "region", "all"], ["invoked"]),
+    # no invocation at all
+    ("The red circle is at the top.", list(RT.FIELDS), []),
+])
+def test_known_wrong(pred, zero, one):
+  sc = RT.routing_scores(pred, EXP)
+  for k in zero:
+    assert sc[k] == 0.0, (k, sc)
+  for k in one:
+    assert sc[k] == 1.0, (k, sc)
+
+
+def test_invocation_where_none_expected_is_wrong():
+  assert RT.routing_scores(EXP_TEXT, None) == dict.fromkeys(RT.FIELDS, 0.0)
+
+
+def test_bad_expected_and_lengths():
+  with pytest.raises(ValueError, match="malformed invocation"):
+    RT.routing_scores("x", "<inv><seg_image>")
+  with pytest.raises(ValueError, match="predictions"):
+    RT.routing_accuracy(["a"], [])
+  assert RT.ROUTING_CHANCE["module"] == 1 / 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=80), st.none(), st.integers(),
+                 st.lists(st.sampled_from(["<inv>", "</inv>", "<cmd>", "</cmd>", "<seg_video>",
+                                           "<region>", "</region>", "<loc0100>", "<t02>", "red",
+                                           "circle", " "]), max_size=20).map("".join)))
+def test_fuzz_predictions(pred):
+  sc = RT.routing_scores(pred, EXP)
+  assert set(sc) == set(RT.FIELDS) and all(v in (0.0, 1.0) for v in sc.values())
+  assert set(RT.routing_scores(pred, None).values()) <= {0.0, 1.0}

@@ -1,0 +1,71 @@
+"""The kinds of model `vitron-convert` knows: how to load, save, describe and rebuild each.
+
+A kind's *description* is a JSON-able dict from which the Flax module is rebuilt without the
+original folder (our own config form, not the HF one), stored next to an orbax checkpoint.
+Adding a kind is one `Kind(...)` entry; imports are lazy so the CLI starts fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+
+def _fn(path: str) -> Callable[..., Any]:
+  mod, name = path.split(":")
+  return getattr(importlib.import_module(mod), name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  name: str
+  load: str                        # "module:function" (folder) -> (module, params)
+  save: str                        # "module:function" (module, params, folder)
+  describe: Callable[[Any], dict]  # module -> JSON-able description
+  build: Callable[[dict], Any]     # description -> module
+  doc: str = ""
+
+  def load_fn(self):
+    return _fn(self.load)
+
+  def save_fn(self):
+    return _fn(self.save)
+
+
+def _describe_config(module) -> dict:
+  d = {"config": module.config.to_dict()}
+  if hasattr(module, "with_projection"):
+    d["with_projection"] = bool(module.with_projection)
+  return d
+
+
+def _build(model_path: str, config_path: str):
+  def build(desc: dict):
+    model_cls, config_cls = _fn(model_path), _fn(config_path)
+    kwargs = {k: v for k, v in desc.items() if k != "config"}
+    return model_cls(config_cls.from_dict(desc["config"]), **kwargs)
+  return build
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in [
+    Kind("llama", "vitron_jax.convert.llama:load_llama", "vitron_jax.convert.llama:save_llama",
+         _describe_config,
+         _build("vitron_jax.models.llama:Llama", "vitron_jax.models.llama:LlamaConfig"),
+         "transformers LlamaForCausalLM folder (Vicuna, Llama-2/3)"),
+    Kind("clip_vision", "vitron_jax.convert.clip:load_clip_vision",
+         "vitron_jax.convert.clip:save_clip_vision", _describe_config,
+         _build("vitron_jax.models.clip:CLIPVisionModel",
+                "vitron_jax.models.clip_config:CLIPVisionConfig"),
+         "transformers CLIPVisionModel[WithProjection] or CLIPModel folder"),
+    Kind("clip_text", "vitron_jax.convert.clip:load_clip_text",
+         "vitron_jax.convert.clip:save_clip_text", _describe_config,
+         _build("vitron_jax.models.clip:CLIPTextModel",
+                "vitron_jax.models.clip_config:CLIPTextConfig"),
+         "transformers CLIPTextModel[WithProjection] or CLIPModel folder"),
+]}
+
+
+def get_kind(name: str) -> Kind:
+  if name not in KINDS:
+    raise ValueError(f"unknown model kind {name!r}; expected one of {sorted(KINDS)}")
+  return KINDS[name]
