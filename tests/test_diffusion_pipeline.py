@@ -183,6 +183,22 @@ def test_grounded_text_to_image_matches_gligen_pipeline(components):
   np.testing.assert_allclose(np.asarray(got["latents"]), want, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("clip_skip", [None, 0, 1])
+def test_clip_skip_matches_transformers(components, clip_skip):
+  """diffusers' rule: hidden state `clip_skip` layers before the last, then final_layer_norm."""
+  tok, text = components["tok"], components["text"]
+  x = ids(tok, ["a cat", ""])
+  with torch.no_grad():
+    out = text(torch.from_numpy(x).long(), output_hidden_states=True)
+    want = (out.last_hidden_state if clip_skip is None else
+            text.final_layer_norm(out.hidden_states[-(clip_skip + 1)])).numpy()
+  _, va, te = components["modules"]
+  models = P.DiffusionModels(unet=None, vae=va, text_encoder=te,
+                             scheduler=S.SchedulerConfig())
+  got = P.encode_prompt(models, components["params"], x, clip_skip=clip_skip)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
 def test_progress_mode_equals_jitted_pipeline(components):
   un, va, te = components["modules"]
   models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,
@@ -255,3 +271,142 @@ def test_bad_inputs_name_the_input(components):
                     noise=noise, rng=jax.random.key(0))
   with pytest.raises(ValueError, match="height and width must be multiples of the VAE factor 2"):
     P.latent_noise(models, jax.random.key(0), 1, 15, 16)
+
+
+# --------------------------------------------------------------------------------------------
+# Video: text -> video (ZeroScope-style UNet3D), video -> video, image -> video (I2VGen-XL)
+
+@pytest.fixture(scope="module")
+def video_components(components, tmp_path_factory):
+  from diffusers import I2VGenXLUNet, UNet3DConditionModel
+  from vitron_jax.convert.clip import load_clip_vision
+  from vitron_jax.convert.diffusers import load_i2vgen_unet, load_unet3d
+  root = str(tmp_path_factory.mktemp("tiny_video"))
+  torch.manual_seed(1)
+  unet3d = UNet3DConditionModel(
+      sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+      cross_attention_dim=32, attention_head_dim=8,
+      down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+      up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")).eval()
+  i2v = I2VGenXLUNet(
+      sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+      cross_attention_dim=32, attention_head_dim=8,
+      down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+      up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")).eval()
+  vision = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
+      hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+      image_size=16, patch_size=4, projection_dim=32)).eval()
+  for i, m in enumerate((unet3d, i2v, vision)):
+    randomize(m, 10 + i)
+  unet3d.save_pretrained(os.path.join(root, "unet3d"))
+  i2v.save_pretrained(os.path.join(root, "i2v"))
+  vision.save_pretrained(os.path.join(root, "image_encoder"))
+  m3, p3 = load_unet3d(os.path.join(root, "unet3d"))
+  mi, pi = load_i2vgen_unet(os.path.join(root, "i2v"))
+  mv, pv = load_clip_vision(os.path.join(root, "image_encoder"))
+  return dict(unet3d=unet3d, i2v=i2v, vision=vision, m3=m3, mi=mi, mv=mv,
+              p3=dict(components["params"], unet=p3),
+              pi=dict(components["params"], unet=pi, image_encoder=pv))
+
+
+@pytest.fixture
+def posterior_mode(monkeypatch):
+  """diffusers' video pipelines sample the VAE posterior with torch's RNG; use its mode on both
+  sides (our pipelines do so without an rng)."""
+  from diffusers.models.autoencoders import vae as dvae
+  monkeypatch.setattr(dvae.DiagonalGaussianDistribution, "sample",
+                      lambda self, generator=None: self.mode())
+
+
+def _video_models(components, unet, kind="dpm_solver", image_encoder=None):
+  _, va, te = components["modules"]
+  return P.DiffusionModels(unet=unet, vae=va, text_encoder=te, image_encoder=image_encoder,
+                           scheduler=S.SchedulerConfig(kind=kind, beta_schedule="scaled_linear",
+                                                       beta_start=0.00085, beta_end=0.012,
+                                                       steps_offset=1))
+
+
+@pytest.mark.slow
+def test_text_to_video_matches_diffusers(components, video_components):
+  from diffusers import TextToVideoSDPipeline
+  models = _video_models(components, video_components["m3"])
+  theirs = DPMSolverMultistepScheduler.from_config(models.scheduler.to_diffusers_config())
+  pipe = TextToVideoSDPipeline(vae=components["vae"], text_encoder=components["text"],
+                               tokenizer=components["tok"], unet=video_components["unet3d"],
+                               scheduler=theirs)
+  pipe.set_progress_bar_config(disable=True)
+  noise = np.random.default_rng(2).standard_normal((1, 3, 8, 8, 4)).astype(np.float32)
+  with torch.no_grad():
+    want = pipe("a cat", num_frames=3, num_inference_steps=3, guidance_scale=9.0, height=16,
+                width=16, output_type="np",
+                latents=torch.from_numpy(noise).permute(0, 4, 1, 2, 3)).frames
+  params = video_components["p3"]
+  tok = components["tok"]
+  got = jax.jit(lambda p, c, u, n: P.text_to_video(
+      models, p, P.encode_prompt(models, p, c), P.encode_prompt(models, p, u), noise=n,
+      num_inference_steps=3, guidance_scale=9.0))(params, ids(tok, ["a cat"]), ids(tok, [""]),
+                                                   jnp.asarray(noise))
+  assert got["videos"].shape == want.shape == (1, 3, 16, 16, 3)
+  np.testing.assert_allclose(np.asarray(got["videos"]), want, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_video_to_video_matches_diffusers(components, video_components, posterior_mode):
+  from diffusers import VideoToVideoSDPipeline
+  models = _video_models(components, video_components["m3"], kind="ddim")
+  theirs = DDIMScheduler.from_config(models.scheduler.to_diffusers_config())
+  pipe = VideoToVideoSDPipeline(vae=components["vae"], text_encoder=components["text"],
+                                tokenizer=components["tok"], unet=video_components["unet3d"],
+                                scheduler=theirs)
+  pipe.set_progress_bar_config(disable=True)
+  video = np.random.default_rng(3).uniform(0, 1, (1, 3, 16, 16, 3)).astype(np.float32)
+  steps, strength = 5, 0.6
+  noise = torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(4))
+  with torch.no_grad():
+    want = pipe("dog", video=video, strength=strength, num_inference_steps=steps,
+                guidance_scale=12.0, output_type="np",
+                generator=torch.Generator().manual_seed(4)).frames
+  ours_noise = noise.numpy().transpose(0, 2, 3, 1)[None]
+  params = video_components["p3"]
+  tok = components["tok"]
+  got = jax.jit(lambda p, c, u, v, n: P.video_to_video(
+      models, p, P.encode_prompt(models, p, c), P.encode_prompt(models, p, u), videos=v,
+      noise=n, strength=strength, num_inference_steps=steps, guidance_scale=12.0))(
+          params, ids(tok, ["dog"]), ids(tok, [""]), jnp.asarray(video), jnp.asarray(ours_noise))
+  np.testing.assert_allclose(np.asarray(got["videos"]), want, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_image_to_video_matches_i2vgen_pipeline(components, video_components, posterior_mode):
+  import PIL.Image
+  from diffusers import I2VGenXLPipeline
+  models = _video_models(components, video_components["mi"], kind="ddim",
+                         image_encoder=video_components["mv"])
+  theirs = DDIMScheduler.from_config(models.scheduler.to_diffusers_config())
+  fe = transformers.CLIPImageProcessor(size={"shortest_edge": 16},
+                                       crop_size={"height": 16, "width": 16})
+  pipe = I2VGenXLPipeline(vae=components["vae"], text_encoder=components["text"],
+                          tokenizer=components["tok"], image_encoder=video_components["vision"],
+                          feature_extractor=fe, unet=video_components["i2v"], scheduler=theirs)
+  pipe.set_progress_bar_config(disable=True)
+  pixels = np.random.default_rng(5).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  noise = np.random.default_rng(6).standard_normal((1, 3, 8, 8, 4)).astype(np.float32)
+  steps, g, fps = 3, 9.0, 8
+  with torch.no_grad():
+    # clip_skip=None: diffusers' clip_skip path reads `text_encoder.text_model`, which
+    # transformers 5's CLIPTextModel no longer has (ours is checked in test_clip_skip)
+    want = pipe("a cat", image=PIL.Image.fromarray(pixels), height=16, width=16, num_frames=3,
+                target_fps=fps, num_inference_steps=steps, guidance_scale=g, output_type="np",
+                latents=torch.from_numpy(noise).permute(0, 4, 1, 2, 3), clip_skip=None).frames
+  params = video_components["pi"]
+  tok = components["tok"]
+  image = jnp.asarray(pixels[None] / 255.0, jnp.float32)
+
+  @jax.jit
+  def run(p, c, u, im, n):
+    cond = P.encode_prompt(models, p, c)
+    unc = P.encode_prompt(models, p, u)
+    return P.image_to_video(models, p, cond, unc, images=im, noise=n, fps=fps,
+                            num_inference_steps=steps, guidance_scale=g)
+  got = run(params, ids(tok, ["a cat"]), ids(tok, [""]), image, jnp.asarray(noise))
+  np.testing.assert_allclose(np.asarray(got["videos"]), want, atol=1e-3)

@@ -54,7 +54,7 @@ def _inputs(cfg, b, t, h, w, seed=0):
   rng = np.random.default_rng(seed)
   sample = rng.normal(size=(b, t, h, w, cfg.in_channels)).astype(np.float32)
   first = rng.normal(size=(b, h, w, 4)).astype(np.float32)
-  image_latents = np.asarray(image_latents_for_frames(jnp.asarray(first), t))
+  image_latents = np.array(image_latents_for_frames(jnp.asarray(first), t))
   image_emb = rng.normal(size=(b, 1, cfg.cross_attention_dim)).astype(np.float32)
   ctx = rng.normal(size=(b, 5, cfg.cross_attention_dim)).astype(np.float32)
   ts = np.arange(1, b + 1, dtype=np.int64) * 211
@@ -93,7 +93,7 @@ def test_i2vgen_bad_inputs_name_the_input():
   model = I2VGenXLUNet(cfg)
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *i2vgen_init_inputs(cfg)))
   sample, ts, fps, il, emb, ctx = (jnp.asarray(a) for a in _inputs(cfg, 1, 3, 8, 8))
-  run = lambda *a: jax.eval_shape(lambda: model.apply(params, *a))
+  run = lambda *a: jax.eval_shape(lambda p: model.apply(p, *a), params)
   with pytest.raises(ValueError, match="image_latents must have shape.*frame count"):
     run(sample, ts, fps, il[:, :2], emb, ctx)
   with pytest.raises(ValueError, match="sample has 5 latent channels"):

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from vitron_jax.convert.llama import params_from_hf
-from vitron_jax.models.llama import Llama, LlamaConfig, init_cache
+from vitron_jax.models.llama import Llama, LlamaConfig, init_cache, stack_layers, unstack_layers
 from vitron_jax.nn.rope import RopeConfig
 
 TOL = 1e-4
@@ -218,3 +218,21 @@ def test_config_roundtrips_and_validation():
   with pytest.raises(ValueError, match="rope.head_dim"):
     LlamaConfig(hidden_size=64, num_attention_heads=4, rope=RopeConfig(head_dim=8))
   assert dataclasses.replace(v, scan_layers=False).scan_layers is False
+
+
+def test_stack_unstack_layers_and_bfloat16_compute():
+  hf = tiny_hf()
+  module, params = ours(hf, scan_layers=True)
+  ids = jnp.asarray(np.random.default_rng(6).integers(0, 96, (2, 8)))
+  ref = np.asarray(module.apply({"params": params}, ids))
+  flat = unstack_layers(params, 2)
+  assert "layers" not in flat and flat["layers_1"]["mlp"]["up_proj"]["kernel"].shape == (64, 112)
+  unscanned = Llama(module.config.replace(scan_layers=False))
+  np.testing.assert_allclose(np.asarray(unscanned.apply({"params": flat}, ids)), ref, atol=1e-5)
+  back = stack_layers(flat, 2)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
+  # bf16 compute with fp32 params stays close to fp32 and returns bf16 logits
+  bf16 = Llama(module.config.replace(dtype="bfloat16"))
+  out = bf16.apply({"params": params}, ids)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.15)

@@ -1,6 +1,4 @@
 """Split rule: held-out attribute combinations never reach train/val, always reach heldout."""
-import numpy as np
-
 from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
 from vitron_jax.data.pixelworld import splits as S
 from vitron_jax.data.pixelworld import vocab as V

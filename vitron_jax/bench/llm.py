@@ -141,7 +141,7 @@ def bench_torch_train(a, ids_np):
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
-    return float(loss)
+    return loss.item()
 
   for _ in range(a.warmup):
     step()

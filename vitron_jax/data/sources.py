@@ -165,8 +165,11 @@ class SelectTasks(grain.FilterTransform):
     return element["task"] in self.names or element["subtask"] in self.names
 
 
-def tfds_source(data_dir: str, split: str, *, config: str = "default"):
-  """The array_record data source of a built PixelWorld tfds split (records, not decoded)."""
+def tfds_source(data_dir: str, split: str, *, config: Any = "default"):
+  """The array_record data source of a built PixelWorld tfds split (records, not decoded).
+
+  config: a config name of `PixelWorldTfds` or a `PixelWorldConfig`.
+  """
   from vitron_jax.data import tfds_pixelworld  # tfds import is slow; only when needed
   builder = tfds_pixelworld.PixelWorldTfds(config=config, data_dir=data_dir,
                                            file_format="array_record")
@@ -176,7 +179,7 @@ def tfds_source(data_dir: str, split: str, *, config: str = "default"):
   return builder.as_data_source(split=split)
 
 
-def records_dataset(data_dir: str, split: str, *, config: str = "default") -> grain.MapDataset:
+def records_dataset(data_dir: str, split: str, *, config: Any = "default") -> grain.MapDataset:
   """grain MapDataset of decoded samples from a built tfds split (index i = generated i)."""
   return grain.MapDataset.source(tfds_source(data_dir, split, config=config)).map(DecodeRecord())
 

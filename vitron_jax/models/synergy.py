@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from vitron_jax.nn.layers import Dense
 from vitron_jax.nn.norms import LayerNorm
 from vitron_jax.nn.transformer_block import TransformerBlock
+from vitron_jax.train.losses import synergy_loss
 
 SYNERGY_MODES = ("off", "reversal", "alternating")
 GENERATOR_OBJECTIVES = ("confusion", "reverse")
@@ -130,17 +131,9 @@ def _weights(labels: jax.Array, weights: jax.Array | None) -> jax.Array:
 def discriminator_loss(logits: jax.Array, labels: jax.Array,
                        weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Weighted mean cross-entropy of task `logits` `[B, M]` against `labels` `[B]` int, and
-  the weighted accuracy. Rows with weight 0 (e.g. no invocation, label -1) do not count."""
-  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-    raise ValueError(f"discriminator logits must be [batch, tasks] and labels [batch]; got "
-                     f"{tuple(logits.shape)} and {tuple(labels.shape)}")
-  w = _weights(labels, weights)
-  logits = logits.astype(jnp.float32)
-  safe = jnp.clip(labels, 0, logits.shape[-1] - 1).astype(jnp.int32)
-  ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[:, None], -1)[:, 0]
-  denom = jnp.maximum(jnp.sum(w), 1e-9)
-  acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels)) / denom
-  return jnp.sum(w * ce) / denom, acc
+  the weighted accuracy (`vitron_jax.train.losses.synergy_loss`). Rows with weight 0 (e.g. no
+  invocation, label -1) do not count."""
+  return synergy_loss(logits, labels, weights)
 
 
 def generator_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None,

@@ -22,6 +22,9 @@ Padding = int | Sequence[int] | Sequence[tuple[int, int]]
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
+#: axes for convs whose output is a few pixel/latent channels (3, 4, 8): never sharded.
+PIXEL_AXES: tuple[str | None, str | None] = ("conv_in", None)
+
 
 def _tuple(v: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
   if isinstance(v, int):

@@ -286,7 +286,7 @@ def find_invocation(answer: str) -> Invocation | InvocationError | None:
 
 
 def split_answer(answer: str) -> tuple[str, Invocation | InvocationError | None]:
-  """(answer text with the first invocation removed, `find_invocation(answer)`)."""
+  """(answer text without its first invocation, whitespace collapsed; `find_invocation`)."""
   result = find_invocation(answer)
   if not isinstance(answer, str) or result is None:
     return (answer if isinstance(answer, str) else ""), result

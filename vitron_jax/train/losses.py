@@ -56,3 +56,100 @@ def lm_loss(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
   num = jnp.sum(mask)
   loss = jnp.sum(ce * mask) / jnp.maximum(num, 1.0)
   return loss, num
+
+
+# ---- VITRON objective terms (hybrid head, synergy, backend hooks) ---------------------------
+# Appended for the VITRON model (`vitron_jax.models.objective` combines them).
+from typing import Any, Callable, Mapping  # noqa: E402
+
+BackendLossFn = Callable[[Any, Mapping[str, Any], jax.Array, jax.Array],
+                         tuple[jax.Array, Mapping[str, jax.Array]]]
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
+                        ) -> jax.Array:
+  """Per-token fp32 cross-entropy `[B, T]`, zero where `loss_mask` is False."""
+  if logits.ndim != 3 or targets.shape != logits.shape[:2] or loss_mask.shape != targets.shape:
+    raise ValueError(f"token_cross_entropy: logits [B, T, V], targets and loss_mask [B, T]; got "
+                     f"{logits.shape}, {targets.shape}, {loss_mask.shape}")
+  logits = logits.astype(jnp.float32)
+  m = loss_mask.astype(bool)
+  safe = jnp.where(m, targets, 0).astype(jnp.int32)
+  tgt = jnp.take_along_axis(logits, safe[..., None], axis=-1, mode="fill")[..., 0]
+  return jnp.where(m, jax.nn.logsumexp(logits, axis=-1) - tgt, 0.0)
+
+
+def grouped_mean(values: jax.Array, counts: jax.Array, groups: jax.Array,
+                 num_groups: int) -> tuple[jax.Array, jax.Array]:
+  """Per-group `sum(values) / sum(counts)` over rows: values, counts `[B]` (sums per row),
+  groups `[B]` int in [0, num_groups) (others ignored). Returns (means `[G]`, counts `[G]`);
+  an empty group's mean is 0."""
+  onehot = jax.nn.one_hot(groups, num_groups, dtype=jnp.float32)  # [B, G]
+  tot = onehot.T @ values.astype(jnp.float32)
+  cnt = onehot.T @ counts.astype(jnp.float32)
+  return tot / jnp.maximum(cnt, 1e-9), cnt
+
+
+def alignment_loss(pred: jax.Array, target: jax.Array, weights: jax.Array | None = None
+                   ) -> jax.Array:
+  """l2 alignment of projected condition tokens to the backend's native condition.
+
+  pred, target `[B, N, W]`; per row the mean squared error over tokens and width; rows
+  averaged with `weights` `[B]` (default 1). The target carries no gradient."""
+  if pred.shape != target.shape:
+    raise ValueError(f"alignment_loss: prediction {pred.shape} and target {target.shape} "
+                     "must have the same shape")
+  err = jnp.square(pred.astype(jnp.float32)
+                   - jax.lax.stop_gradient(target).astype(jnp.float32))
+  per_row = jnp.mean(err.reshape(err.shape[0], -1), axis=-1)
+  w = jnp.ones(per_row.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+  if w.shape != per_row.shape:
+    raise ValueError(f"alignment_loss: weights must be [batch] = {per_row.shape}, got {w.shape}")
+  return jnp.sum(w * per_row) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+def synergy_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+  """The synergy adversarial term: the task discriminator's weighted mean cross-entropy
+  (`logits` `[B, M]`, `labels` `[B]` int, `weights` `[B]`; rows with weight 0 such as
+  label -1 do not count) and its weighted accuracy. Minimised by the discriminator; the
+  LLM side sees it through gradient reversal (`vitron_jax.models.synergy`)."""
+  if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+    raise ValueError(f"synergy_loss: logits must be [batch, tasks] and labels [batch]; got "
+                     f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+  w = jnp.ones(labels.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+  if w.shape != labels.shape:
+    raise ValueError(f"synergy_loss: weights must have the labels' shape {labels.shape}, got "
+                     f"{w.shape}")
+  logits = logits.astype(jnp.float32)
+  safe = jnp.clip(labels, 0, logits.shape[-1] - 1).astype(jnp.int32)
+  ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[:, None], -1)[:, 0]
+  denom = jnp.maximum(jnp.sum(w), 1e-9)
+  acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels)) / denom
+  return jnp.sum(w * ce) / denom, acc
+
+
+def backend_loss_term(loss_fn: BackendLossFn, params: Any, batch: Mapping[str, Any],
+                      condition: jax.Array, rng: jax.Array, prefix: str
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Call a backend's `loss(params, batch, condition, rng)` inside the same jitted step;
+  returns its fp32 scalar loss and its metrics renamed `"{prefix}/{name}"`."""
+  loss, metrics = loss_fn(params, batch, condition, rng)
+  loss = jnp.asarray(loss, jnp.float32)
+  if loss.shape != ():
+    raise ValueError(f"backend loss {prefix!r} must be a scalar, got shape {loss.shape}")
+  return loss, {f"{prefix}/{k}": jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+
+
+def combine_losses(terms: Mapping[str, tuple[jax.Array, float]]
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`{name: (loss, weight)}` -> (weighted sum, metrics `loss/{name}` unweighted)."""
+  total = jnp.zeros((), jnp.float32)
+  metrics = {}
+  for name, (value, weight) in terms.items():
+    value = jnp.asarray(value, jnp.float32)
+    metrics[f"loss/{name}"] = value
+    if weight:
+      total = total + weight * value
+  metrics["loss/total"] = total
+  return total, metrics

@@ -32,7 +32,8 @@ class Attention(nn.Module):
   """Multi-head attention on `[B, L, C]` (or `[B, H, W, C]`, flattened to `L = H*W`).
 
   `context` `[B, S, D]` makes it cross-attention (keys/values from the context); `mask` is a
-  boolean `[B, 1, 1, S]` (True = attend). With `norm_num_groups` a GroupNorm named
+  boolean `[B, 1, 1, S]` (True = attend). `partition=False` leaves the weights unannotated
+  (tiny widths that no mesh axis divides). With `norm_num_groups` a GroupNorm named
   `group_norm` runs first (the VAE's spatial attention); `residual_connection` adds the input
   back and `rescale_output_factor` divides the result, as in diffusers.
   """
@@ -45,6 +46,7 @@ class Attention(nn.Module):
   eps: float = 1e-5
   residual_connection: bool = False
   rescale_output_factor: float = 1.0
+  partition: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -60,7 +62,9 @@ class Attention(nn.Module):
       x = GroupNorm(self.norm_num_groups, eps=self.eps, dtype=self.dtype, name="group_norm")(x)
     ctx = x if context is None else context
     inner = self.heads * self.dim_head
-    kw = dict(axes=("embed", "heads"), use_bias=self.bias, dtype=self.dtype)
+    qkv_axes, out_axes = (("embed", "heads"), ("heads", "embed")) if self.partition else (
+        (None, None), (None, None))
+    kw = dict(axes=qkv_axes, use_bias=self.bias, dtype=self.dtype)
     q = Dense(inner, name="to_q", **kw)(x)
     k = Dense(inner, name="to_k", **kw)(ctx)
     v = Dense(inner, name="to_v", **kw)(ctx)
@@ -70,7 +74,7 @@ class Attention(nn.Module):
                               scale=self.dim_head ** -0.5)
     o = o.reshape(b, lq, inner)
     out_dim = self.out_dim or shape[-1]
-    o = Dense(out_dim, axes=("heads", "embed"), use_bias=self.out_bias, dtype=self.dtype,
+    o = Dense(out_dim, axes=out_axes, use_bias=self.out_bias, dtype=self.dtype,
               name="to_out_0")(o)
     if len(shape) == 4:
       o = o.reshape(shape[:3] + (out_dim,))
@@ -86,12 +90,14 @@ class _Proj(nn.Module):
   features: int
   kind: str
   bias: bool = True
+  partition: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     gated = self.kind in ("geglu",)
-    h = Dense(self.features * (2 if gated else 1), axes=("embed", "mlp"), use_bias=self.bias,
+    axes = ("embed", "mlp") if self.partition else (None, None)
+    h = Dense(self.features * (2 if gated else 1), axes=axes, use_bias=self.bias,
               dtype=self.dtype, name="proj")(x)
     if self.kind == "geglu":
       h, gate = jnp.split(h, 2, axis=-1)
@@ -111,11 +117,13 @@ class FeedForward(nn.Module):
   inner_dim: int | None = None
   activation_fn: str = "geglu"
   bias: bool = True
+  partition: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     inner = self.inner_dim or int(x.shape[-1] * self.mult)
-    h = _Proj(inner, self.activation_fn, self.bias, self.dtype, name="net_0")(x)
-    return Dense(self.dim_out or x.shape[-1], axes=("mlp", "embed"), use_bias=self.bias,
+    h = _Proj(inner, self.activation_fn, self.bias, self.partition, self.dtype, name="net_0")(x)
+    axes = ("mlp", "embed") if self.partition else (None, None)
+    return Dense(self.dim_out or x.shape[-1], axes=axes, use_bias=self.bias,
                  dtype=self.dtype, name="net_2")(h)

@@ -33,7 +33,7 @@ from vitron_jax.backends.diffusion.unet2d import per_block
 from vitron_jax.backends.diffusion.unet3d import (check_context, check_video,
                                                   validate_video_config)
 from vitron_jax.backends.diffusion.unet3d_blocks import run_unet3d_body
-from vitron_jax.nn.conv import Conv, GroupNorm, adaptive_avg_pool2d
+from vitron_jax.nn.conv import PIXEL_AXES, Conv, GroupNorm, adaptive_avg_pool2d
 from vitron_jax.nn.norms import LayerNorm
 
 #: the reference hard-codes 4 channels for the conditioning image latents (SD VAE).
@@ -74,7 +74,10 @@ def image_latents_for_frames(first_frame: jax.Array, num_frames: int) -> jax.Arr
 
 
 class I2VGenXLTransformerTemporalEncoder(nn.Module):
-  """`x + attn1(norm1(x))` then `+ ff(x)` (no norm before ff), on `[N, T, dim]`."""
+  """`x + attn1(norm1(x))` then `+ ff(x)` (no norm before ff), on `[N, T, dim]`.
+
+  Its width is the latent channel count (4), so its weights are left unpartitioned.
+  """
   heads: int
   dim_head: int
   ff_inner_dim: int
@@ -83,13 +86,16 @@ class I2VGenXLTransformerTemporalEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = LayerNorm(name="norm1", dtype=self.dtype)(x)
-    x = x + Attention(self.heads, self.dim_head, name="attn1", dtype=self.dtype)(h)
-    return x + FeedForward(inner_dim=self.ff_inner_dim, activation_fn="gelu", name="ff",
-                           dtype=self.dtype)(x)
+    x = x + Attention(self.heads, self.dim_head, partition=False, name="attn1",
+                      dtype=self.dtype)(h)
+    return x + FeedForward(inner_dim=self.ff_inner_dim, activation_fn="gelu", partition=False,
+                           name="ff", dtype=self.dtype)(x)
 
 
-def _check_i2v_inputs(cfg: I2VGenXLConfig, sample, image_latents, image_embeddings, context):
+def _check_i2v_inputs(cfg: I2VGenXLConfig, sample, fps, image_latents, image_embeddings,
+                      context):
   b, t = check_video(sample, cfg.in_channels)
+  broadcast_timesteps(fps, b, name="fps")
   want = sample.shape[:4] + (IMAGE_LATENT_CHANNELS,)
   if image_latents.shape != want:
     raise ValueError(f"image_latents must have shape {want} (the sample's batch, frames and "
@@ -118,7 +124,7 @@ class I2VGenXLUNet(nn.Module):
                encoder_hidden_states: jax.Array) -> jax.Array:
     cfg = self.config
     cfg.validate()
-    b, t, img_emb = _check_i2v_inputs(cfg, sample, image_latents, image_embeddings,
+    b, t, img_emb = _check_i2v_inputs(cfg, sample, fps, image_latents, image_embeddings,
                                       encoder_hidden_states)
     _, _, h, w, c_in = sample.shape
     kw = dict(dtype=self.dtype)
@@ -153,7 +159,8 @@ class I2VGenXLUNet(nn.Module):
     il = image_latents.astype(self.dtype).reshape(b * t, h, w, IMAGE_LATENT_CHANNELS)
     il = jax.nn.silu(Conv(c_in * 4, (3, 3), padding=1, name="image_latents_proj_in_0", **kw)(il))
     il = jax.nn.silu(Conv(c_in * 4, (3, 3), padding=1, name="image_latents_proj_in_2", **kw)(il))
-    il = Conv(c_in, (3, 3), padding=1, name="image_latents_proj_in_4", **kw)(il)
+    il = Conv(c_in, (3, 3), padding=1, axes=PIXEL_AXES, name="image_latents_proj_in_4",
+              **kw)(il)
     il = jnp.transpose(il.reshape(b, t, h, w, c_in), (0, 2, 3, 1, 4)).reshape(b * h * w, t, c_in)
     il = I2VGenXLTransformerTemporalEncoder(2, c_in, c_in * 4,
                                             name="image_latents_temporal_encoder", **kw)(il)
@@ -168,7 +175,7 @@ class I2VGenXLUNet(nn.Module):
     common = dict(groups=cfg.norm_num_groups, eps=1e-5, act="silu", remat=self.remat, **kw)
     x = run_unet3d_body(cfg, x, emb, context, t, heads, common, (h, w))
     x = jax.nn.silu(GroupNorm(cfg.norm_num_groups, eps=1e-5, name="conv_norm_out", **kw)(x))
-    x = Conv(cfg.out_channels, (3, 3), padding=1, name="conv_out", **kw)(x)
+    x = Conv(cfg.out_channels, (3, 3), padding=1, axes=PIXEL_AXES, name="conv_out", **kw)(x)
     return x.reshape(b, t, h, w, cfg.out_channels)
 
 

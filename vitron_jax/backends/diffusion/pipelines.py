@@ -36,7 +36,9 @@ import numpy as np
 from vitron_jax.backends.diffusion import sampling
 from vitron_jax.backends.diffusion import schedulers as S
 from vitron_jax.backends.diffusion.gligen import GligenInputs
+from vitron_jax.backends.diffusion.i2vgen import image_latents_for_frames
 from vitron_jax.backends.diffusion.schedulers import SchedulerConfig
+from vitron_jax.nn.norms import LayerNorm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,17 +83,33 @@ def as_variables(params) -> dict:
   return {"params": params}
 
 
-@functools.partial(jax.jit, static_argnames=("module", "method"))
-def _apply(module, variables, *args, method: str | None = None, **kwargs):
+@functools.partial(jax.jit, static_argnames=("module", "method", "output_hidden_states"))
+def _apply(module, variables, *args, method: str | None = None,
+           output_hidden_states: bool | None = None, **kwargs):
   fn = getattr(type(module), method) if method else None
+  if output_hidden_states is not None:
+    kwargs["output_hidden_states"] = output_hidden_states
   return module.apply(as_variables(variables), *args, method=fn, **kwargs)
 
 
-def encode_prompt(models: DiffusionModels, params, input_ids: jax.Array) -> jax.Array:
-  """`[B, L]` token ids -> `[B, L, D]` context (the text encoder's last hidden state)."""
+def encode_prompt(models: DiffusionModels, params, input_ids: jax.Array,
+                  clip_skip: int | None = None) -> jax.Array:
+  """`[B, L]` token ids -> `[B, L, D]` context: the text encoder's last hidden state, or with
+  `clip_skip = k` the hidden state k layers before the last, through the final layer norm
+  (diffusers' `clip_skip`; I2VGen-XL's pipeline uses k = 1)."""
   if models.text_encoder is None:
     raise ValueError("encode_prompt needs models.text_encoder")
-  return _apply(models.text_encoder, params["text_encoder"], input_ids).last_hidden_state
+  if clip_skip is None:
+    return _apply(models.text_encoder, params["text_encoder"], input_ids).last_hidden_state
+  n = models.text_encoder.config.num_hidden_layers
+  if not isinstance(clip_skip, int) or not 0 <= clip_skip < n:
+    raise ValueError(f"clip_skip must be an int in [0, {n}), got {clip_skip!r}")
+  out = _apply(models.text_encoder, params["text_encoder"], input_ids,
+               output_hidden_states=True)
+  h = out.hidden_states[-(clip_skip + 1)]
+  ln = LayerNorm(eps=models.text_encoder.config.layer_norm_eps)
+  return ln.apply({"params": as_variables(params["text_encoder"])["params"]["final_layer_norm"]},
+                  h)
 
 
 def encode_phrases(models: DiffusionModels, params, phrase_ids: jax.Array) -> jax.Array:
@@ -139,7 +157,7 @@ def latent_noise(models: DiffusionModels, rng: jax.Array, batch: int, height: in
 
 def _unet_eps(models: DiffusionModels):
   def eps(params, x, t, condition, **extras):
-    return _apply(models.unet, params["unet"], x, t, condition, **extras)
+    return _apply(models.unet, params["unet"], x, t, encoder_hidden_states=condition, **extras)
   return eps
 
 
@@ -411,9 +429,7 @@ def image_to_video(models: DiffusionModels, params, condition: jax.Array,
   if first.shape[1:] != noise.shape[2:]:
     raise ValueError(f"images give latents {tuple(first.shape[1:])} per frame, but noise has "
                      f"{tuple(noise.shape[2:])}")
-  scales = jnp.arange(1, t, dtype=jnp.float32) / max(t - 1, 1)
-  rest = jnp.broadcast_to(scales[None, :, None, None, None], (b, t - 1) + first.shape[1:])
-  image_latents = jnp.concatenate([first[:, None], rest], axis=1)
+  image_latents = image_latents_for_frames(first, t)
   image_embeddings = image_embeds(models, params, images if clip_images is None else clip_images)
   extras = {"fps": jnp.full((b,), fps, jnp.float32), "image_latents": image_latents,
             "image_embeddings": image_embeddings}

@@ -32,7 +32,7 @@ from vitron_jax.backends.diffusion.gligen import (DEFAULT_MAX_OBJS, GligenInputs
 from vitron_jax.backends.diffusion.unet_blocks import (CrossAttnDownBlock2D, CrossAttnUpBlock2D,
                                                        DownBlock2D, UNetMidBlock2DCrossAttn,
                                                        UpBlock2D)
-from vitron_jax.nn.conv import Conv, GroupNorm
+from vitron_jax.nn.conv import PIXEL_AXES, Conv, GroupNorm
 
 _DOWN = ("CrossAttnDownBlock2D", "DownBlock2D")
 _UP = ("CrossAttnUpBlock2D", "UpBlock2D")
@@ -235,7 +235,8 @@ class UNet2DConditionModel(nn.Module):
     x = GroupNorm(cfg.norm_num_groups, eps=cfg.norm_eps, name="conv_norm_out", **kw)(x)
     x = act_fn(cfg.act_fn)(x)
     k_out = cfg.conv_out_kernel
-    return Conv(cfg.out_channels, (k_out, k_out), padding=(k_out - 1) // 2, name="conv_out",
+    return Conv(cfg.out_channels, (k_out, k_out), padding=(k_out - 1) // 2, axes=PIXEL_AXES,
+                name="conv_out",
                 **kw)(x)
 
 

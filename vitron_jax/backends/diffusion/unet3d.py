@@ -23,7 +23,7 @@ from vitron_jax.backends.diffusion.embeddings import (TimestepEmbedding, broadca
                                                       timestep_embedding)
 from vitron_jax.backends.diffusion.unet2d import per_block
 from vitron_jax.backends.diffusion.unet3d_blocks import DOWN_3D, UP_3D, run_unet3d_body
-from vitron_jax.nn.conv import Conv, GroupNorm
+from vitron_jax.nn.conv import PIXEL_AXES, Conv, GroupNorm
 
 
 def validate_video_config(cfg, what: str) -> None:
@@ -129,7 +129,7 @@ class UNet3DConditionModel(nn.Module):
     x = run_unet3d_body(cfg, x, emb, context, t, heads, common, (h, w))
     x = GroupNorm(cfg.norm_num_groups, eps=cfg.norm_eps, name="conv_norm_out", **kw)(x)
     x = jax.nn.silu(x)
-    x = Conv(cfg.out_channels, (3, 3), padding=1, name="conv_out", **kw)(x)
+    x = Conv(cfg.out_channels, (3, 3), padding=1, axes=PIXEL_AXES, name="conv_out", **kw)(x)
     return x.reshape(b, t, h, w, cfg.out_channels)
 
 

@@ -23,7 +23,7 @@ from vitron_jax.backends.diffusion.embeddings import act_fn
 from vitron_jax.backends.diffusion.unet_blocks import (DownEncoderBlock2D, UNetMidBlock2D,
                                                        UpDecoderBlock2D)
 from vitron_jax.nn.checks import check_images
-from vitron_jax.nn.conv import Conv, GroupNorm
+from vitron_jax.nn.conv import PIXEL_AXES, Conv, GroupNorm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Encoder(nn.Module):
     x = GroupNorm(cfg.norm_num_groups, eps=1e-6, dtype=self.dtype, name="conv_norm_out")(x)
     x = act_fn(cfg.act_fn)(x)
     return Conv(2 * cfg.latent_channels, (3, 3), padding=1, dtype=self.dtype,
-                name="conv_out")(x)
+                axes=PIXEL_AXES, name="conv_out")(x)
 
 
 class Decoder(nn.Module):
@@ -142,7 +142,8 @@ class Decoder(nn.Module):
                            add_upsample=i < len(ch) - 1, name=f"up_blocks_{i}", **kw)(x)
     x = GroupNorm(cfg.norm_num_groups, eps=1e-6, dtype=self.dtype, name="conv_norm_out")(x)
     x = act_fn(cfg.act_fn)(x)
-    return Conv(cfg.out_channels, (3, 3), padding=1, dtype=self.dtype, name="conv_out")(x)
+    return Conv(cfg.out_channels, (3, 3), padding=1, dtype=self.dtype, axes=PIXEL_AXES,
+                name="conv_out")(x)
 
 
 class AutoencoderKL(nn.Module):
@@ -156,9 +157,9 @@ class AutoencoderKL(nn.Module):
     self.encoder = Encoder(cfg, self.dtype)
     self.decoder = Decoder(cfg, self.dtype)
     n = cfg.latent_channels
-    self.quant_conv = Conv(2 * n, (1, 1), dtype=self.dtype) if cfg.use_quant_conv else None
-    self.post_quant_conv = (Conv(n, (1, 1), dtype=self.dtype) if cfg.use_post_quant_conv
-                            else None)
+    conv = lambda c: Conv(c, (1, 1), axes=PIXEL_AXES, dtype=self.dtype)
+    self.quant_conv = conv(2 * n) if cfg.use_quant_conv else None
+    self.post_quant_conv = conv(n) if cfg.use_post_quant_conv else None
 
   def encode(self, images: jax.Array) -> DiagonalGaussian:
     """images `[B, H, W, in_channels]` in [-1, 1] (H, W multiples of the downsample factor)."""

@@ -48,12 +48,12 @@ class Ctx:
   def size(self) -> int:
     return self.config.image_size
 
-  def image_scene(self, *, heldout_focus: bool | None = None, min_objects: int | None = None
-                  ) -> tuple[SC.Scene, SC.Rendered]:
+  def image_scene(self, *, heldout_focus: bool | None = None) -> tuple[SC.Scene, SC.Rendered]:
+    """An image scene (focus held out by the split's rule unless overridden) and its render."""
     c = self.config
     scene = SC.sample_image_scene(
-        self.rng, size=c.image_size, min_objects=max(c.min_objects, min_objects or 1),
-        max_objects=max(c.max_objects, min_objects or 1), textured_prob=c.textured_prob,
+        self.rng, size=c.image_size, min_objects=c.min_objects, max_objects=c.max_objects,
+        textured_prob=c.textured_prob,
         heldout_focus=self.heldout if heldout_focus is None else heldout_focus)
     return scene, SC.render_scene(scene)
 

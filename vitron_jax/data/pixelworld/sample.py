@@ -15,13 +15,19 @@ A sample is a dict (numpy arrays, no jax):
 ``regions``        list, one per ``<roi>``: ``{"mask": bool [H, W] (image) or [T, H, W] (video),
                    "box": float32 [4] pixel (x1, y1, x2, y2), "kind": "mask" | "box",
                    "frame": int (videos: the frame the region is drawn on)}``
-``targets``        what a backend needs, by task: ``mask`` bool [H, W]; ``masks`` bool
-                   [T, H, W]; ``boxes`` float32 [N, 4] or [T, 4] (pixels); ``visible`` bool [T];
-                   ``phrases`` list[str]; ``image`` uint8 [H, W, 3] (generation target / edit
-                   result); ``video`` uint8 [T, H, W, 3]; ``source_image`` / ``source_video``
-                   (edit input, image-to-video first frame); ``time_span`` int32 [2];
-                   ``objects_after`` (edits: object records of the result); empty dict for
-                   plain-text tasks
+``targets``        what a backend needs, by task (empty for plain-text answers):
+                   ref_seg: ``mask`` bool [H, W], ``boxes`` [1, 4];
+                   video_seg: ``masks`` bool [T, H, W], ``boxes`` [T, 4], ``visible`` bool [T],
+                   ``time_span`` int32 [2];
+                   text_to_image: ``image``, ``phrases`` (one per object, z-order), ``boxes``
+                   [N, 4], ``background``; text_to_video: ``video``, ``phrases``, ``boxes``
+                   [T, N, 4], ``background``; image_to_video: ``source_image`` (= frame 0),
+                   ``video``, ``boxes`` [T, N, 4];
+                   image_edit: ``source_image``, ``image`` (result), ``mask`` (pixels the edit
+                   may change), ``boxes`` [B, 4] (the invocation's boxes), ``objects_after``;
+                   video_edit: ``source_video``, ``video``, ``masks`` [T, H, W],
+                   ``objects_after``. Images uint8 [H, W, 3], videos uint8 [T, H, W, 3], boxes
+                   float32 pixels
 ``objects``        structured ground truth, one record per object in z-order (see
                    `object_record`): shape, colour, size, colours per frame, motion, path,
                    event, position, ``boxes`` float32 [T, 4] (tight box of the visible mask,

@@ -56,7 +56,7 @@ def _remove(ctx, scene):
   return after, q, f"remove {ref}", [f], None, {"op": "remove"}, []
 
 
-def _add(ctx, scene, r):
+def _add(ctx, scene):
   rng, size = ctx.rng, scene.size
   used = {p for o in scene.objects for p in o.pairs()}
   colour, shape = S.sample_colour_shape(rng, heldout=ctx.heldout, exclude=used)
@@ -89,7 +89,7 @@ def _add(ctx, scene, r):
                                                "size": size_name}, regions
 
 
-def _move(ctx, scene, r):
+def _move(ctx, scene):
   rng, size, f = ctx.rng, scene.size, scene.focus
   o = scene.objects[f]
   here = V.position_of(o.centres[0, 0], o.centres[0, 1], size)
@@ -125,9 +125,9 @@ def image_edit(ctx: CX.Ctx) -> dict:
   scene, r = ctx.image_scene(heldout_focus=ctx.heldout and op != "add")
   result = None
   if op == "add":
-    result = _add(ctx, scene, r)
+    result = _add(ctx, scene)
   elif op == "move":
-    result = _move(ctx, scene, r)
+    result = _move(ctx, scene)
   elif op == "remove":
     result = _remove(ctx, scene)
   if result is None:  # recolour, or the fallback when add / move find no room

@@ -2,8 +2,6 @@
 grounding-aware QA. Answers are plain text (boxes as location tokens)."""
 from __future__ import annotations
 
-import numpy as np
-
 from vitron_jax.data.pixelworld import context as CX
 from vitron_jax.data.pixelworld import sample as SP
 from vitron_jax.data.pixelworld import scene as SC

@@ -51,7 +51,8 @@ def sample_video_scene(rng: np.random.Generator, *, size: int, num_frames: int,
                        heldout_focus: bool, static_prob: float = 0.2, curved_prob: float = 0.4,
                        event_prob: float = 0.3, colour_change_prob: float = 0.25,
                        tries: int = 20) -> tuple[SC.Scene, SC.Rendered]:
-  """A video scene and its rendering; every object is present (>= PRESENT_FRACTION visible) in >= 2 frames.
+  """A video scene and its rendering; every object is present (>= PRESENT_FRACTION of its
+  area visible) in at least 2 frames.
 
   Colour-shape pairs are unique across objects *and* frames. With `heldout_focus` the focus
   object carries a held-out colour-shape pair or a held-out direction-shape pair (50/50);
