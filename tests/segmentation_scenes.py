@@ -68,60 +68,70 @@ def referring_scenes(rng: np.random.Generator, n: int, size: int = 64, min_objec
   return images, masks, ids
 
 
-def _random_colour(rng):
-  return rng.integers(90, 256, size=3).astype(np.uint8)
-
-
 def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: float = 5.0,
                    radius=(7.0, 11.0), max_grow: float = 2.0):
-  """Training pairs for mask-prompted tracking: the target's mask at a previous position
-  (shifted by up to `max_shift` px, radius off by up to `max_grow` px, as an imperfect previous
-  prediction would be) is the prompt, its current mask the target; a distractor of another
-  random colour is nearby. Returns images, prompt masks, target masks."""
+  """Training pairs for tracking: a target, a *twin of the same colour* and a distractor of
+  another colour. The target's mask at a previous position (shifted by up to `max_shift` px,
+  radius off by up to `max_grow` px, as an imperfect previous prediction would be) is the
+  prompt; the colour id (what the signal prompt conveys) cannot tell target and twin apart.
+
+  Returns images `[n, s, s, 3]`, prompt masks, target masks `[n, s, s]` and colour ids `[n]`.
+  """
   images = np.empty((n, size, size, 3), np.uint8)
   prompts = np.zeros((n, size, size), bool)
   targets = np.zeros((n, size, size), bool)
+  ids = np.empty((n,), np.int32)
   for i in range(n):
     while True:
-      radii = rng.uniform(*radius, size=2)
+      radii = rng.uniform(*radius, size=3)
       centres = _place(rng, size, radii)
       if centres is not None:
         break
-    kinds = ["disc" if rng.random() < 0.5 else "square" for _ in range(2)]
+    kinds = ["disc" if rng.random() < 0.5 else "square" for _ in range(3)]
+    c, other = rng.permutation(len(PALETTE))[:2]
     img = background(rng, size)
-    for c, r, kind in zip(centres, radii, kinds):
-      img[shape_mask(size, c[0], c[1], r, kind)] = _random_colour(rng)
+    for (cx, cy), r, kind, col in zip(centres, radii, kinds, (c, c, other)):
+      img[shape_mask(size, cx, cy, r, kind)] = PALETTE[col]
     (cx, cy), r = centres[0], radii[0]
     targets[i] = shape_mask(size, cx, cy, r, kinds[0])
     d = rng.uniform(-max_shift, max_shift, size=2)
     grow = rng.uniform(-max_grow, max_grow)
     prompts[i] = shape_mask(size, cx - d[0], cy - d[1], max(r + grow, 3.0), kinds[0])
-    images[i] = img
-  return images, prompts, targets
+    images[i], ids[i] = img, c
+  return images, prompts, targets, ids
 
 
 def moving_object_video(rng: np.random.Generator, frames: int = 10, size: int = 64,
                         speed: float = 3.0, radius: float = 9.0, kind: str = "disc"):
-  """One object moving at `speed` px/frame (bouncing off the borders) plus a static
-  distractor. Returns frames `[T, size, size, 3]` uint8 and the object's masks `[T, size, size]`."""
+  """One object moving at `speed` px/frame (bouncing off the borders) past a static twin of
+  the same colour and a static distractor of another colour.
+
+  Returns frames `[T, size, size, 3]` uint8, the moving object's masks `[T, size, size]` and
+  its colour id.
+  """
   bg = background(rng, size)
-  colour, dcolour = _random_colour(rng), _random_colour(rng)
-  centres = _place(rng, size, [radius, radius * 0.8])
-  pos, dpos = np.array(centres[0]), centres[1]
+  c, other = rng.permutation(len(PALETTE))[:2]
+  while True:
+    centres = _place(rng, size, [radius, radius * 0.8, radius * 0.8])
+    if centres is not None:
+      break
+  pos = np.array(centres[0])
   angle = rng.uniform(0, 2 * np.pi)
   vel = speed * np.array([np.cos(angle), np.sin(angle)])
+  static = [(shape_mask(size, *centres[1], radius * 0.8, "square"), c),
+            (shape_mask(size, *centres[2], radius * 0.8, "disc"), other)]
   video = np.empty((frames, size, size, 3), np.uint8)
   masks = np.zeros((frames, size, size), bool)
-  dmask = shape_mask(size, dpos[0], dpos[1], radius * 0.8, "square" if kind == "disc" else "disc")
   for t in range(frames):
     img = bg.copy()
-    img[dmask] = dcolour
+    for m, col in static:
+      img[m] = PALETTE[col]
     m = shape_mask(size, pos[0], pos[1], radius, kind)
-    img[m] = colour  # the tracked object passes in front of the distractor
+    img[m] = PALETTE[c]  # the tracked object passes in front of the others
     video[t], masks[t] = img, m
     pos = pos + vel
     for a in range(2):
       if pos[a] < radius + 1 or pos[a] > size - radius - 1:
         vel[a] = -vel[a]
         pos[a] = np.clip(pos[a], radius + 1, size - radius - 1)
-  return video, masks
+  return video, masks, int(c)

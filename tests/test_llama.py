@@ -236,3 +236,19 @@ def test_stack_unstack_layers_and_bfloat16_compute():
   out = bf16.apply({"params": params}, ids)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.15)
+
+
+def test_query_chunked_attention_is_exact():
+  hf = tiny_hf()
+  module, params = ours(hf, scan_layers=True)
+  chunked = Llama(module.config.replace(attention_chunk=4))
+  rng = np.random.default_rng(7)
+  ids = jnp.asarray(rng.integers(3, 96, (2, 13)))  # 13 = 3 blocks of 4 and a block of 1
+  mask = jnp.asarray(np.arange(13)[None] >= np.array([[0], [5]]))
+  v = {"params": params}
+  for kw in ({}, {"attention_mask": mask}):
+    real = np.asarray(kw.get("attention_mask", np.ones((2, 13), bool)))  # padding is garbage
+    np.testing.assert_allclose(np.asarray(chunked.apply(v, ids, **kw))[real],
+                               np.asarray(module.apply(v, ids, **kw))[real], atol=1e-5)
+  with pytest.raises(ValueError, match="attention_chunk"):
+    LlamaConfig(attention_chunk=-2)

@@ -76,15 +76,21 @@ def test_unet2d_matches_diffusers(name):
   np.testing.assert_allclose(np.asarray(got), want, atol=TOL, rtol=0)
 
 
-def test_unet2d_odd_size_forwards_upsample_size():
+def test_unet2d_odd_size_and_encoder_attention_mask():
+  """Sizes that are not multiples of 2**num_upsamplers, a scalar timestep, padded context."""
   ref, model, params = build(CONFIGS["sd1"])
   rng = np.random.default_rng(2)
-  sample = rng.normal(size=(1, 11, 13, 4)).astype(np.float32)
-  t = np.array([500], np.int64)
-  ctx = rng.normal(size=(1, 5, 32)).astype(np.float32)
-  want = _run_torch(ref, sample, t, ctx)
-  got = model.apply(params, sample, jnp.asarray(500.0), ctx)  # scalar timestep broadcasts
+  sample = rng.normal(size=(2, 11, 13, 4)).astype(np.float32)
+  ctx = rng.normal(size=(2, 5, 32)).astype(np.float32)
+  keep = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+  with torch.no_grad():
+    want = ref(torch.from_numpy(sample).permute(0, 3, 1, 2), 500, torch.from_numpy(ctx),
+               encoder_attention_mask=torch.from_numpy(keep)).sample.permute(0, 2, 3, 1).numpy()
+  apply = jax.jit(lambda p, x, t, c, m: model.apply(p, x, t, c, encoder_attention_mask=m))
+  got = apply(params, sample, jnp.asarray(500.0), ctx, keep)
   np.testing.assert_allclose(np.asarray(got), want, atol=TOL, rtol=0)
+  unmasked = _run_torch(ref, sample, np.array([500, 500]), ctx)
+  assert np.abs(unmasked[0] - want[0]).max() > 1e-3  # the mask matters
 
 
 def test_unet2d_bad_inputs_name_the_input():
@@ -118,3 +124,46 @@ def test_unet2d_params_carry_logical_axes():
   assert blk["attn2"]["to_out_0"]["kernel"].names == ("heads", "embed")
   assert blk["ff"]["net_2"]["kernel"].names == ("mlp", "embed")
   assert len(specs) > 50
+
+
+@pytest.mark.slow
+def test_unet2d_runs_sharded_fsdp_tensor():
+  """Sharded init (eval_shape -> shardings -> jit) and a forward pass on a 4x2 fsdp/tensor mesh."""
+  from vitron_jax.nn import partitioning as P
+  cfg = UNet2DConditionConfig.from_diffusers(CONFIGS["sd1"])
+  model = UNet2DConditionModel(cfg)
+  mesh = P.make_mesh({"fsdp": 4, "tensor": 2})
+  rules = P.rules_for("fsdp_tensor")
+  init = lambda rng: model.init(rng, *unet2d_init_inputs(cfg))
+  params, shardings = P.sharded_init(init, mesh, rules, jax.random.PRNGKey(0))
+  blk = params["params"]["down_blocks_0"]["attentions_0"]["transformer_blocks_0"]
+  assert tuple(blk["attn2"]["to_q"]["kernel"].sharding.spec) == ("fsdp", "tensor")
+  conv1 = params["params"]["down_blocks_0"]["resnets_0"]["conv1"]["kernel"]
+  assert tuple(conv1.sharding.spec)[-1] == "fsdp"
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  ctx = rng.normal(size=(2, 3, 32)).astype(np.float32)
+  t = np.array([1, 2])
+  want = jax.jit(model.apply)(jax.device_get(params), x, t, ctx)
+  got = jax.jit(model.apply)(params, x, t, ctx)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_unet2d_bf16_remat_close_to_fp32_and_differentiable():
+  cfg = UNet2DConditionConfig.from_diffusers(CONFIGS["sd2"])
+  f32 = UNet2DConditionModel(cfg)
+  bf16 = UNet2DConditionModel(cfg, dtype=jnp.bfloat16, remat=True)
+  params = f32.init(jax.random.PRNGKey(0), *unet2d_init_inputs(cfg))
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, 16, 16, 4)).astype(np.float32)
+  ctx = rng.normal(size=(2, 5, 24)).astype(np.float32)
+  t = np.array([1, 500])
+  want = jax.jit(f32.apply)(params, x, t, ctx)
+  loss = lambda p: jnp.mean(jnp.square(bf16.apply(p, x, t, ctx).astype(jnp.float32)))
+  (val, grads) = jax.jit(jax.value_and_grad(loss))(params)
+  got = jax.jit(bf16.apply)(params, x, t, ctx)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), atol=0.1, rtol=0)
+  gl = jax.tree_util.tree_leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in gl) and np.isfinite(float(val))

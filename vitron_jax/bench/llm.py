@@ -49,6 +49,8 @@ def parse_args(argv=None):
   p.add_argument("--compile_layers", default="2,32", help="comma list of depths to compile")
   p.add_argument("--remat", default="none", help="remat policy of our model")
   p.add_argument("--no_scan", action="store_true", help="unrolled layers instead of nn.scan")
+  p.add_argument("--attention_chunk", type=int, default=128,
+                 help="causal attention in query blocks (skips the masked triangle); 0 = off")
   p.add_argument("--skip_torch", action="store_true")
   return p.parse_args(argv)
 
@@ -58,7 +60,8 @@ def config(a, layers=None) -> LlamaConfig:
                      num_hidden_layers=layers or a.layers, num_attention_heads=a.heads,
                      num_key_value_heads=a.kv_heads, max_position_embeddings=4096,
                      rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                     scan_layers=not a.no_scan, remat_policy=a.remat)
+                     scan_layers=not a.no_scan, remat_policy=a.remat,
+                     attention_chunk=a.attention_chunk)
 
 
 def matmul_params(cfg: LlamaConfig) -> int:
@@ -201,7 +204,8 @@ def main(argv=None):
   print(f"# devices: {jax.devices()} | cpu cores: {os.cpu_count()} | jax {jax.__version__}")
   print(f"# model: hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads} kv, ffn "
         f"{a.ffn}, vocab {a.vocab}; batch {a.batch} x {a.seq} tokens; fp32; AdamW; "
-        f"scan_layers={cfg.scan_layers}, remat={cfg.remat_policy}")
+        f"scan_layers={cfg.scan_layers}, remat={cfg.remat_policy}, "
+        f"attention_chunk={cfg.attention_chunk}")
   peak = dot_peak()
   print(f"jnp.dot peak (2048^3 fp32):           {peak:8.1f} GFLOP/s")
 

@@ -123,6 +123,8 @@ class Frontend(nn.Module):
     """`[N, H, W, 3]` -> (`[N, n, C]` selected-layer tokens, region maps `[N, gh, gw, C]` per
     region layer). One ViT pass up to the deepest layer asked for."""
     c = self.config
+    if self.is_initializing():  # create every tower parameter (HF checkpoints carry them all)
+      self.vision_tower(pixels[:1])
     layers = [c.select_layer, *c.region_layers]
     feats = self.vision_tower.features(pixels, layers, with_cls=True)
     if c.freeze_vision:

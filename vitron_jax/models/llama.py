@@ -74,6 +74,7 @@ class LlamaConfig:
   remat_policy: str = "none"
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention_chunk: int = 0  # >0: causal attention in query blocks of this size (see below)
 
   def __post_init__(self):
     def fix(name, value):
@@ -108,6 +109,9 @@ class LlamaConfig:
     if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"LlamaConfig.hidden_act {self.hidden_act!r} unknown; expected one of "
                        f"{sorted(ACTIVATIONS)}")
+    if not isinstance(self.attention_chunk, int) or self.attention_chunk < 0:
+      raise ValueError(f"LlamaConfig.attention_chunk must be an integer >= 0, got "
+                       f"{self.attention_chunk!r}")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"LlamaConfig.remat_policy {self.remat_policy!r} unknown; expected one "
                        f"of {REMAT_POLICIES}")
@@ -245,6 +249,23 @@ def _constrain(x, names):
   return nn.with_logical_constraint(x, names)
 
 
+def _causal_attention(q, k, v, mask, chunk: int):
+  """Causal attention; with `chunk` > 0 (and no cache) queries go in blocks of `chunk`, each
+  attending only to the keys up to its end, which skips the masked upper triangle (about half
+  the score/value flops on long sequences). Same result as one call."""
+  t = q.shape[1]
+  if not chunk or t <= chunk:
+    return dot_product_attention(q, k, v, mask=mask, is_causal=mask is None)
+  outs = []
+  for s in range(0, t, chunk):
+    e = min(s + chunk, t)
+    m = None if mask is None else mask[:, :, s:e, :e]
+    # `is_causal` with fewer queries than keys aligns the last query with the last key.
+    outs.append(dot_product_attention(q[:, s:e], k[:, :e], v[:, :e], mask=m,
+                                      is_causal=mask is None))
+  return jnp.concatenate(outs, axis=1)
+
+
 class LlamaAttention(nn.Module):
   """Grouped-query self-attention with rotary embeddings and an optional KV cache."""
   config: LlamaConfig
@@ -269,7 +290,7 @@ class LlamaAttention(nn.Module):
       v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), start)
       new_cache = {"k": k, "v": v}
       k, v = k.astype(q.dtype), v.astype(q.dtype)
-    out = dot_product_attention(q, k, v, mask=mask, is_causal=mask is None)
+    out = _causal_attention(q, k, v, mask, c.attention_chunk if layer_cache is None else 0)
     out = _constrain(out, names).reshape(b, t, h * hd)
     o = Dense(c.hidden_size, axes=("heads", "embed"), name="o_proj", **kw)(out)
     return o, new_cache

@@ -156,11 +156,18 @@ class Vitron(nn.Module):
   def query_bank(self, module_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.head.bank(module_ids)
 
+  def project_signals(self, module: str, h_q: jax.Array, module_ids: jax.Array,
+                      valid: jax.Array) -> jax.Array:
+    """Decoded hidden states at the query slots `[n, K, D]` -> the module's projector output."""
+    sig = self.head.signals(h_q, module_ids, valid)
+    return self.head.project(module, sig.v, sig.valid)
+
   def signals_to_conditions(self, module: str, h_q: jax.Array, module_ids: jax.Array,
                             valid: jax.Array, native: jax.Array | None = None) -> jax.Array:
-    """Decoded hidden states at the query slots `[n, K, D]` -> the module's condition."""
-    sig = self.head.signals(h_q, module_ids, valid)
-    return self.head.combine(module, self.head.project(module, sig.v, sig.valid), native)
+    """Decoded hidden states at the query slots `[n, K, D]` -> the condition the backend gets
+    (projected signals combined with `native` per the routing mode)."""
+    return self.head.combine(module, self.project_signals(module, h_q, module_ids, valid),
+                             native)
 
 
 def dummy_batch(config: VitronConfig, batch_size: int = 1, length: int | None = None,

@@ -124,7 +124,11 @@ def vitron_config_from(cfg: Any, ids: ProtocolIds | None = None,
 
   hd = _plain(cfg.head)
   backends = hd.pop("backends")  # {module: {"num_queries": K, "condition_shape": (N, W)}}
-  modules = tuple(backends)
+  unknown = sorted(set(backends) - set(T.MODULES))
+  if unknown:
+    raise ValueError(f"head.backends has unknown modules {unknown}; expected names from "
+                     f"{T.MODULES}")
+  modules = tuple(m for m in T.MODULES if m in backends)  # canonical order = task labels
   head = HeadConfig(modules=modules,
                     num_queries=tuple(int(backends[m]["num_queries"]) for m in modules),
                     condition_shapes=tuple(tuple(backends[m]["condition_shape"])

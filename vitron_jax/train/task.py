@@ -77,6 +77,7 @@ _REGISTRY: dict[str, Callable[[Any], Task]] = {}
 # Tasks that live in modules the trainer imports lazily (their files may import heavy stacks).
 _LAZY: dict[str, str] = {
     "lm_synthetic": "vitron_jax.train.lm_task",
+    "lm_conversations": "vitron_jax.train.conversation_task",
 }
 
 

@@ -44,7 +44,6 @@ IMAGE_LATENT_CHANNELS = 4
 class I2VGenXLConfig(DiffusersConfig):
   """diffusers `I2VGenXLUNet` config (same names and defaults)."""
   _class_name = "I2VGenXLUNet"
-  _unsupported = {"num_attention_heads": None}
   sample_size: int | None = None
   in_channels: int = 4
   out_channels: int = 4
@@ -57,6 +56,8 @@ class I2VGenXLConfig(DiffusersConfig):
   norm_num_groups: int = 32
   cross_attention_dim: int = 1024
   attention_head_dim: int = 64
+  #: read and written back but unused: the reference sets heads from attention_head_dim.
+  num_attention_heads: int | tuple[int, ...] | None = None
 
   def validate(self) -> None:
     validate_video_config(self, "I2VGenXLUNet")

@@ -205,9 +205,10 @@ class SegmentVideoBackend(SegmentImageBackend):
 
   def loss(self, params: Params, batch: Batch, condition: jax.Array | None,
            rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Teacher-forced: frame t > 0 is prompted with frame t-1's ground-truth mask (binarised
-    low-res logits) plus the signal tokens; frame 0 with its given prompts and the signal
-    tokens (left out when it has no prompt at all)."""
+    """Teacher-forced (default): frame t > 0 is prompted with frame t-1's ground-truth mask
+    (binarised low-res logits) plus the signal tokens; frame 0 with its given prompts and the
+    signal tokens (left out when it has no prompt at all). With `video_rollout`, every frame
+    is scored on the tracker's own rollout from the first-frame prompts."""
     del rng
     cfg = self.config
     emb = self._video_embeddings(params, batch)
@@ -217,6 +218,18 @@ class SegmentVideoBackend(SegmentImageBackend):
     if targets.shape[:2] != (b, t):
       raise ValueError(f"video target masks must be [{b}, {t}, S, S], got "
                        f"{tuple(targets.shape)}")
+    if cfg.video_rollout:
+      res = track(self.sam, params["sam"], None, image_embeddings=emb,
+                  first_mask_prompt=batch.get("mask_prompt"), points=batch.get("points"),
+                  labels=batch.get("point_labels"), boxes=batch.get("boxes"), signal=condition,
+                  multimask_output=cfg.multimask_output, threshold=cfg.mask_threshold,
+                  prompt_logit=cfg.mask_prompt_logit)
+      m = res["all_masks"]
+      return sam_mask_loss(m.reshape((b * t, 1) + m.shape[2:]),
+                           res["all_iou"].reshape(b * t, 1, -1),
+                           targets.reshape((b * t,) + targets.shape[2:]),
+                           bce_weight=cfg.bce_weight, dice_weight=cfg.dice_weight,
+                           iou_weight=cfg.iou_weight, threshold=cfg.mask_threshold)
     lr = cfg.sam.low_res_size
     f = cfg.sam.image_size // lr
     pooled = targets.reshape(b, t, lr, f, lr, f).mean(axis=(3, 5))

@@ -227,7 +227,7 @@ class SamConfig:
         mlp_dim=2 * hidden, window_size=window, global_attn_indexes=(layers - 1,),
         num_pos_feats=width // 2)
     prompt = SamPromptEncoderConfig(hidden_size=width, image_size=image_size,
-                                    patch_size=patch_size, mask_input_channels=8)
+                                    patch_size=patch_size, mask_input_channels=16)
     decoder = SamMaskDecoderConfig(hidden_size=width, mlp_dim=2 * width, num_attention_heads=2,
                                    iou_head_hidden_dim=width)
     return cls(vision=vision, prompt=prompt, decoder=decoder, **overrides)
@@ -245,6 +245,8 @@ class SegmentationConfig:
   * `multimask_output`: decode 3 masks and train with the minimum loss (SAM's ambiguity
     handling); False decodes the single-mask token (unambiguous referring prompts).
   * `mask_prompt_logit`: magnitude of the logits a binary mask becomes as a dense prompt.
+  * `video_rollout`: train the video backend on its own tracking rollout (each frame prompted
+    by the previous *predicted* mask) instead of teacher forcing with ground-truth masks.
   """
   sam: SamConfig = dataclasses.field(default_factory=SamConfig)
   num_signal_tokens: int = 4
@@ -257,6 +259,7 @@ class SegmentationConfig:
   iou_weight: float = 1.0
   mask_threshold: float = 0.0
   mask_prompt_logit: float = 10.0
+  video_rollout: bool = False
 
   def __post_init__(self):
     if self.routing not in ROUTING_MODES:

@@ -9,8 +9,10 @@ learned no-mask embedding, so the frame is re-detected from the signal prompts a
 Pure and jit-able: frames are encoded in one batch and the recurrence is a `lax.scan`.
 
 Shapes: pixels `[B, T, S, S, 3]`, first-frame mask prompt `[B, 4E, 4E]`, points `[B, 1, N, 2]`,
-boxes `[B, 1, 4]`, signal tokens `[B, K, C]` -> low-res logits `[B, T, 4E, 4E]`, scores
-`[B, T]`, redetected `[B, T]` (True where the frame was re-detected from the signal prompts).
+boxes `[B, 1, 4]`, signal tokens `[B, K, C]` -> low-res logits `[B, T, 4E, 4E]` of the best
+mask, scores `[B, T]`, redetected `[B, T]` (True where the frame was re-detected from the
+signal prompts), and every decoded mask `all_masks [B, T, M, 4E, 4E]` with `all_iou [B, T, M]`
+(for training on the tracker's own rollout; the recurrence carries no gradient).
 """
 from __future__ import annotations
 
@@ -66,26 +68,33 @@ def track(sam: SamModel, params: Any, pixels: jax.Array, *,
 
   masks0, iou0 = apply(SamModel.decode, image_embeddings[:, 0], points, labels, boxes,
                        first_mask_prompt, signal, multimask_output)
-  low0, score0 = select_best(masks0, iou0)
-  low0, score0 = low0[:, 0], score0[:, 0]
+  masks0, iou0 = masks0[:, 0], iou0[:, 0]  # one object: [B, M, h, w], [B, M]
   no_mask = apply(SamModel.encode_dense, None, b)
 
+  def best(masks, iou):
+    low, score = select_best(masks[:, None], iou[:, None])
+    return low[:, 0], score[:, 0]
+
   def step(prev, emb):
+    prev = jax.lax.stop_gradient(prev)
     vanished = ~(prev > threshold).any(axis=(-2, -1))  # [B]
     dense = apply(SamModel.encode_dense, binary_prompt(prev, threshold, prompt_logit), b)
     dense = jnp.where(vanished[:, None, None, None], no_mask, dense)
     masks, iou = apply(SamModel.decode_dense, emb, dense, None, None, None, signal,
                        multimask_output)
-    low, score = select_best(masks, iou)
-    return low[:, 0], (low[:, 0], score[:, 0], vanished)
+    masks, iou = masks[:, 0], iou[:, 0]
+    return best(masks, iou)[0], (masks, iou, vanished)
 
+  low0 = best(masks0, iou0)[0]
   if t > 1:
-    _, (lows, scores, vanished) = jax.lax.scan(step, low0,
-                                               jnp.moveaxis(image_embeddings[:, 1:], 1, 0))
-    lows = jnp.concatenate([low0[:, None], jnp.moveaxis(lows, 0, 1)], axis=1)
-    scores = jnp.concatenate([score0[:, None], jnp.moveaxis(scores, 0, 1)], axis=1)
+    _, (masks, iou, vanished) = jax.lax.scan(step, low0,
+                                             jnp.moveaxis(image_embeddings[:, 1:], 1, 0))
+    masks = jnp.concatenate([masks0[:, None], jnp.moveaxis(masks, 0, 1)], axis=1)
+    iou = jnp.concatenate([iou0[:, None], jnp.moveaxis(iou, 0, 1)], axis=1)
     redetected = jnp.concatenate([jnp.zeros((b, 1), bool), jnp.moveaxis(vanished, 0, 1)],
                                  axis=1)
   else:
-    lows, scores, redetected = low0[:, None], score0[:, None], jnp.zeros((b, 1), bool)
-  return {"low_res_masks": lows, "scores": scores, "redetected": redetected}
+    masks, iou, redetected = masks0[:, None], iou0[:, None], jnp.zeros((b, 1), bool)
+  lows, scores = select_best(masks, iou)
+  return {"low_res_masks": lows, "scores": scores, "redetected": redetected,
+          "all_masks": masks, "all_iou": iou}
