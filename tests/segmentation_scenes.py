@@ -69,10 +69,10 @@ def referring_scenes(rng: np.random.Generator, n: int, size: int = 64, min_objec
 
 
 def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: float = 5.0,
-                   radius=(7.0, 11.0), max_grow: float = 2.0):
+                   radius=(7.0, 11.0), grow=(-2.0, 2.0)):
   """Training pairs for tracking: a target, a *twin of the same colour* and a distractor of
   another colour. The target's mask at a previous position (shifted by up to `max_shift` px,
-  radius off by up to `max_grow` px, as an imperfect previous prediction would be) is the
+  radius changed by `grow` px, as an imperfect previous prediction would be) is the
   prompt; the colour id (what the signal prompt conveys) cannot tell target and twin apart.
 
   Returns images `[n, s, s, 3]`, prompt masks, target masks `[n, s, s]` and colour ids `[n]`.
@@ -95,8 +95,8 @@ def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: 
     (cx, cy), r = centres[0], radii[0]
     targets[i] = shape_mask(size, cx, cy, r, kinds[0])
     d = rng.uniform(-max_shift, max_shift, size=2)
-    grow = rng.uniform(-max_grow, max_grow)
-    prompts[i] = shape_mask(size, cx - d[0], cy - d[1], max(r + grow, 3.0), kinds[0])
+    g = rng.uniform(*grow)
+    prompts[i] = shape_mask(size, cx - d[0], cy - d[1], max(r + g, 3.0), kinds[0])
     images[i], ids[i] = img, c
   return images, prompts, targets, ids
 

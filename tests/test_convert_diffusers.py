@@ -138,9 +138,9 @@ def test_missing_weight_file_and_config(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(WeightsError, match="no config.json"):
     conv.load_vae(tmp_path / "empty")
+  TorchVAE(**TINY_VAE).save_pretrained(tmp_path / "v")
   with pytest.raises(WeightsError, match="holds a 'AutoencoderKL', expected a "
                                          "'UNet2DConditionModel'"):
-    TorchVAE(**TINY_VAE).save_pretrained(tmp_path / "v")
     conv.load_unet2d(tmp_path / "v")
 
 
@@ -172,3 +172,6 @@ def test_exported_config_is_diffusers_json(tmp_path):
   assert cfg["_class_name"] == "UNet2DConditionModel"
   assert "gligen_max_objs" not in cfg
   assert cfg["down_block_types"] == list(TINY_UNET["down_block_types"])
+  own = json.loads(json.dumps(module.config.to_dict()))  # our own form, for orbax metadata
+  assert own["gligen_max_objs"] == 30
+  assert type(module.config).from_dict(own) == module.config

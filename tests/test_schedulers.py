@@ -212,6 +212,28 @@ def test_from_diffusers_config_roundtrip_and_reuse():
                                 theirs.timesteps.numpy())
 
 
+ZEROSCOPE = {  # damo-vilab / cerspense zeroscope scheduler_config.json
+    "_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++",
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "dynamic_thresholding_ratio": 0.995, "lower_order_final": True,
+    "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "solver_order": 2,
+    "solver_type": "midpoint", "steps_offset": 1, "thresholding": False, "trained_betas": None}
+I2VGEN = {  # ali-vilab/i2vgen-xl scheduler_config.json
+    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085, "clip_sample": False, "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "set_alpha_to_one": True,
+    "steps_offset": 1, "thresholding": False, "timestep_spacing": "trailing"}
+
+
+@pytest.mark.parametrize("config", [ZEROSCOPE, I2VGEN], ids=["zeroscope", "i2vgen"])
+def test_released_backend_configs(config, caplog):
+  cfg = S.from_diffusers_config(config)
+  assert not [r for r in caplog.records if "not used" in r.getMessage()]
+  kw = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "kind"}
+  run_trajectories(cfg.kind, 12, **kw)
+
+
 def test_state_is_a_pytree_and_jits():
   state = S.make_state(S.SchedulerConfig(kind="dpm_solver"), 5)
   leaves = jax.tree_util.tree_leaves(state)

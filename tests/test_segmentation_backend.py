@@ -1,8 +1,6 @@
 """The segmentation backends' contract: registry, condition shapes and routing, run outputs at
 input resolution, jit-able and shardable loss, and the tracking recurrence (previous mask as
 dense prompt, signal prompts every frame, re-detection when the mask vanishes)."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,22 +118,19 @@ def test_loss_is_jittable_and_shards(params):
   assert np.isfinite(float(loss)) and set(met) >= {"bce", "dice", "iou_mse", "mask_iou"}
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
   assert float(jnp.abs(grads["sam"]["mask_decoder"]["iou_token"]["weight"]).sum()) > 0
-  # Same loss with parameters sharded (fsdp) and the batch split over 8 devices.
+  # Same loss with parameters sharded (fsdp, from their logical axes) and the batch split
+  # over 8 devices.
   mesh = partitioning.make_mesh({"data": 2, "fsdp": 4})
   rules = partitioning.rules_for("fsdp")
-  with mesh:
-    sharded, shardings = partitioning.sharded_init(SegmentImageBackend(CFG).init_boxed, mesh,
-                                                   rules, jax.random.key(0, impl="rbg"))
-    sharded = jax.tree_util.tree_map(lambda x, s: jax.device_put(x, s), params, shardings)
-    put = lambda x: jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
-    sb = jax.tree_util.tree_map(put, batch)
-    with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else mesh:
-      (loss2, _), grads2 = loss_fn(sharded, sb, put(cond))
+  abstract = jax.eval_shape(SegmentImageBackend(CFG).init_boxed, jax.random.key(0, impl="rbg"))
+  shardings = partitioning.param_shardings(abstract, mesh, rules)
+  sharded = jax.tree_util.tree_map(jax.device_put, params, shardings)
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))
+  (loss2, _), grads2 = loss_fn(sharded, jax.tree_util.tree_map(put, batch), put(cond))
   np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-5)
   kernel = sharded["sam"]["vision_encoder"]["layers_0"]["mlp"]["lin1"]["kernel"]
-  assert len(kernel.sharding.device_set) > 1
-  g1, g2 = jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads2)
-  for a, b in zip(g1, g2):
+  assert tuple(kernel.sharding.spec)[:1] == ("fsdp",) and len(kernel.sharding.device_set) == 8
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads2)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
 
@@ -154,7 +149,7 @@ def test_tracking_recurrence_and_redetection(params):
   signal = jnp.asarray(np.random.default_rng(4).normal(size=(2, K, C)), jnp.float32)
   apply = lambda m, *a, **k: sam.apply({"params": params["sam"]}, *a, method=m, **k)
 
-  @functools.partial(jax.jit, static_argnames="threshold")
+  @jax.jit
   def both(params, pixels, mask_prompt, signal, threshold):
     res = track(sam, params["sam"], pixels, first_mask_prompt=mask_prompt, signal=signal,
                 threshold=threshold)
@@ -175,12 +170,14 @@ def test_tracking_recurrence_and_redetection(params):
       lows.append(jnp.where(vanished[:, None, None], no_mask, with_mask))
     return res, jnp.stack(lows, 1)
 
-  res, manual = both(params, inputs["pixel_values"], inputs["mask_prompt"], signal, 0.0)
+  res, manual = both(params, inputs["pixel_values"], inputs["mask_prompt"], signal,
+                     jnp.float32(0.0))
   np.testing.assert_allclose(res["low_res_masks"], manual, atol=1e-5)
   assert res["low_res_masks"].shape == (2, 4, CFG.sam.low_res_size, CFG.sam.low_res_size)
   # A threshold no logit reaches: every mask "vanishes", each later frame is re-detected from
   # the signal prompts alone.
-  res, manual = both(params, inputs["pixel_values"], inputs["mask_prompt"], signal, 1e9)
+  res, manual = both(params, inputs["pixel_values"], inputs["mask_prompt"], signal,
+                     jnp.float32(1e9))
   np.testing.assert_array_equal(res["redetected"], [[False, True, True, True]] * 2)
   np.testing.assert_allclose(res["low_res_masks"], manual, atol=1e-5)
 

@@ -1,5 +1,5 @@
 """The assembled VITRON model: paper-size shapes, per-component counts, the assembly path."""
-import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -12,8 +12,8 @@ from experiments import vitron_7b, vitron_tiny
 from vitron_jax.models.clip import CLIPVisionModel
 from vitron_jax.models.clip_config import vision_preset
 from vitron_jax.models.llama import Llama
-from vitron_jax.models.vitron import (Vitron, component_param_counts, dummy_batch,
-                                      dummy_natives)
+from vitron_jax.models.vitron import (Vitron, check_batch, component_param_counts,
+                                      dummy_batch, dummy_natives)
 from vitron_jax.models.vitron_config import (canonical_protocol_ids, vitron_config_from,
                                              VitronConfig)
 from vitron_jax.nn.partitioning import count_params
@@ -114,6 +114,12 @@ def test_mismatched_inputs_are_rejected_with_names():
   bad_ids["input_ids"][0, 1] = 10**6
   with pytest.raises(ValueError, match="input_ids"):
     model.apply({"params": params}, bad_ids, method=Vitron.embed_inputs)
+  check_batch(cfg, batch)  # the same checks on numpy inputs, before any jit
+  with pytest.raises(ValueError, match="<image> slots: row 0 has 16 in input_ids but its "
+                     "inputs fill 32"):
+    check_batch(cfg, two)
+  with pytest.raises(ValueError, match="query slots: row 0 has 2 but its module id 1 has K = 4"):
+    check_batch(cfg, wrong_module)
   # inside jit nothing can raise: the mismatch is counted instead
   _, errors = jax.jit(lambda p, b: model.apply({"params": p}, b, method=Vitron.embed_inputs))(
       params, two)
@@ -139,6 +145,10 @@ def test_configs_validate_and_build():
     c = vitron_tiny.get_config()
     c.model.head.routing = value
     vitron_config_from(c.model)
+  cfg = lib.config("superlink")
+  assert VitronConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+  big = vitron_config_from(vitron_7b.get_config().model)
+  assert VitronConfig.from_dict(json.loads(json.dumps(big.to_dict()))) == big
   ids = canonical_protocol_ids(32000)
   assert ids.image == 32000 and ids.locs[0] == 32000 + 9 + len(T.MODULES)
   assert len(vitron_7b.sweep()) == 6

@@ -24,9 +24,15 @@ class WeightsError(ValueError):
 
 
 def _looks_like_pickle(path: pathlib.Path) -> bool:
+  """True for a zip (torch.save) or raw pickle (protocol 2+ opcode 0x80) file.
+
+  A safetensors file starts with its header length (u64 little-endian) followed by `{`; that
+  length's low byte may itself be 0x80, so the JSON brace is checked first.
+  """
   with open(path, "rb") as f:
-    head = f.read(4)
-  # zip (torch.save) or raw pickle protocol 2+ opcode.
+    head = f.read(9)
+  if len(head) == 9 and head[8:9] == b"{":
+    return False
   return head[:2] == b"PK" or (len(head) > 0 and head[0] == 0x80)
 
 
@@ -40,9 +46,9 @@ def check_safetensors_file(path: str | os.PathLike) -> pathlib.Path:
         f"{str(path)!r} is a pickle/torch.save file; only safetensors weights are accepted "
         "(convert it with `safetensors` first; pickles are never loaded)")
   with open(path, "rb") as f:
-    head = f.read(8)
-  n = int.from_bytes(head, "little") if len(head) == 8 else -1
-  if n <= 0 or n > _SAFETENSORS_MAGIC_MAX_HEADER:
+    head = f.read(9)
+  n = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+  if n <= 0 or n > _SAFETENSORS_MAGIC_MAX_HEADER or head[8:9] != b"{":
     raise WeightsError(f"{str(path)!r} is not a safetensors file (bad header)")
   return path
 

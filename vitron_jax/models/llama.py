@@ -50,6 +50,10 @@ class LlamaConfig:
   `head_dim` defaults to `hidden_size // num_attention_heads`, `num_key_value_heads` to
   `num_attention_heads`, `rope` to the default rotary embedding with theta 10000.
   `dtype` is the compute dtype, `param_dtype` the storage dtype (names as numpy spells them).
+  `scan_layers`: one `nn.scan` over the layers (constant compile time in depth);
+  `remat_policy`: "none", "full" or a `jax.checkpoint_policies` name; `attention_chunk` > 0
+  splits uncached causal attention into query blocks that skip the masked triangle (a CPU/XLA
+  speed option; exact).
   """
   vocab_size: int = 32000
   hidden_size: int = 4096
@@ -252,7 +256,8 @@ def _constrain(x, names):
 def _causal_attention(q, k, v, mask, chunk: int):
   """Causal attention; with `chunk` > 0 (and no cache) queries go in blocks of `chunk`, each
   attending only to the keys up to its end, which skips the masked upper triangle (about half
-  the score/value flops on long sequences). Same result as one call."""
+  the score/value flops on long sequences). Same result as one call for every query that
+  sees at least one key (fully masked padding rows are garbage either way)."""
   t = q.shape[1]
   if not chunk or t <= chunk:
     return dot_product_attention(q, k, v, mask=mask, is_causal=mask is None)

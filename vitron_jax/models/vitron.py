@@ -170,6 +170,50 @@ class Vitron(nn.Module):
                              native)
 
 
+def check_batch(config: VitronConfig, batch: Mapping[str, Any]) -> None:
+  """On concrete (numpy) inputs, outside jit: every row's placeholder slots must match its
+  valid images / videos / regions times their token counts, and its query slots the K of its
+  module. Raises ValueError naming the placeholder and the row."""
+  c, fe = config, config.frontend
+  ids = np.asarray(batch["input_ids"])
+  b = ids.shape[0]
+
+  def n_valid(key, valid_key, per):
+    if batch.get(key) is None:
+      return np.zeros((b,), np.int64)
+    arr = batch[key]
+    v = batch.get(valid_key)
+    v = np.ones(np.shape(arr)[:2], bool) if v is None else np.asarray(v, bool)
+    return v.sum(1) * per
+
+  def n_regions(key):
+    r = batch.get(key)
+    return np.zeros((b,), np.int64) if r is None else np.asarray(r["valid"], bool).sum(1)
+
+  expect = {
+      "image": (c.slot_ids.image, n_valid("images", "image_valid", fe.image_tokens)),
+      "video": (c.slot_ids.video, n_valid("videos", "video_valid", fe.video_token_count)),
+      "roi": (c.slot_ids.roi, (n_regions("image_regions") + n_regions("video_regions"))
+              * fe.region_token_count)}
+  for kind, (tid, want) in expect.items():
+    got = (ids == tid).sum(1)
+    bad = np.flatnonzero(got != want)
+    if bad.size:
+      i = int(bad[0])
+      raise ValueError(f"<{kind}> slots: row {i} has {int(got[i])} in input_ids but its inputs "
+                       f"fill {int(want[i])} (rows {bad.tolist()[:10]} disagree)")
+  if c.head.uses_signals and batch.get("query_mask") is not None:
+    mids = np.asarray(batch["module_ids"])
+    counts = np.asarray(c.head.num_queries)
+    want = np.where(mids >= 0, counts[np.clip(mids, 0, len(counts) - 1)], 0)
+    got = np.asarray(batch["query_mask"], bool).sum(1)
+    bad = np.flatnonzero(got != want)
+    if bad.size:
+      i = int(bad[0])
+      raise ValueError(f"query slots: row {i} has {int(got[i])} but its module id "
+                       f"{int(mids[i])} has K = {int(want[i])}")
+
+
 def dummy_batch(config: VitronConfig, batch_size: int = 1, length: int | None = None,
                 abstract: bool = False) -> dict[str, Any]:
   """A batch touching every component (images, videos, regions, queries), for `init`.

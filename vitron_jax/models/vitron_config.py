@@ -73,6 +73,24 @@ class VitronConfig:
       raise ValueError(f"protocol token ids {bad[:5]} lie outside the LLM vocabulary "
                        f"[0, {self.llm.vocab_size}); grow the LLM rows to the tokenizer")
 
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able dict (saved beside checkpoints); `from_dict` inverts it."""
+    return {"llm": self.llm.to_dict(), "frontend": self.frontend.to_dict(),
+            "head": dataclasses.asdict(self.head), "synergy": dataclasses.asdict(self.synergy),
+            "slot_ids": dataclasses.asdict(self.slot_ids)}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "VitronConfig":
+    missing = {"llm", "frontend", "head", "synergy", "slot_ids"} - set(d)
+    if missing:
+      raise ValueError(f"VitronConfig.from_dict: missing sections {sorted(missing)}")
+    fe = dict(d["frontend"])
+    fe["vision"] = CLIPVisionConfig.from_dict(fe["vision"])
+    slot = dict(d["slot_ids"])
+    slot["modules"] = tuple(slot["modules"])
+    return cls(LlamaConfig.from_dict(d["llm"]), FrontendConfig(**fe), HeadConfig(**d["head"]),
+               SynergyConfig(**d["synergy"]), SlotIds(**slot))
+
   @property
   def module_ids(self) -> tuple[int, ...]:
     """Token id of each head module, in head order."""

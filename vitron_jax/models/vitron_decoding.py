@@ -28,7 +28,7 @@ import numpy as np
 
 from vitron_jax.models.decoding import SamplingConfig, sample_logits
 from vitron_jax.models.llama import init_cache
-from vitron_jax.models.vitron import Vitron
+from vitron_jax.models.vitron import Vitron, check_batch
 from vitron_jax.models.vitron_config import VitronConfig
 
 
@@ -41,11 +41,12 @@ class VitronGenerateOutput(NamedTuple):
   num_invocations: jax.Array  # [B] int32 (may exceed I: the extra ones got no queries)
 
 
-def _module_index(config: VitronConfig, tok: jax.Array) -> jax.Array:
-  """`[B]` token ids -> head module index of a module token, else -1."""
+def _module_index(config: VitronConfig, tok: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`[B]` token ids -> (is any module token `[B]` bool, head module index or -1 `[B]`)."""
   ids = jnp.asarray(config.module_ids, jnp.int32)
   eq = tok[:, None] == ids[None]
-  return jnp.where(eq.any(-1), jnp.argmax(eq, -1), -1).astype(jnp.int32)
+  any_module = jnp.any(tok[:, None] == jnp.asarray(config.slot_ids.modules)[None], -1)
+  return any_module, jnp.where(eq.any(-1), jnp.argmax(eq, -1), -1).astype(jnp.int32)
 
 
 def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: jax.Array,
@@ -88,8 +89,8 @@ def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: ja
     tok_emb = model.apply(variables, s["tok"][:, None], method=Vitron.embed_tokens)
     o = model.apply(variables, tok_emb, None, s["cache"], "last", method=Vitron.decode_embeds)
     logits, cache = o.logits[:, -1], o.cache
-    mod = _module_index(config, s["tok"])
-    module = jnp.where(mod >= 0, mod, s["module"])
+    named, mod = _module_index(config, s["tok"])
+    module = jnp.where(named, mod, s["module"])  # a module without a head resets to -1
     if head.routing == "superlink":
       trigger = mod >= 0
     else:
@@ -183,6 +184,7 @@ def generate(model: Vitron, params: Any, batch: Mapping[str, Any], *, max_new_to
   prompt = dict(batch)
   prompt.pop("query_mask", None)  # a prompt has no query slots yet
   prompt.pop("module_ids", None)
+  check_batch(config, prompt)
   fn = _compiled(config, int(max_new_tokens), int(max_invocations), sampling, stop,
                  int(pad_token_id))
   return fn(params, prompt, rng, jnp.asarray(forced_tokens))

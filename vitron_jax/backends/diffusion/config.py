@@ -76,3 +76,14 @@ class DiffusersConfig:
       if f.name not in self._local_fields:
         out[f.name] = _thaw(getattr(self, f.name))
     return out
+
+  def to_dict(self) -> dict[str, Any]:
+    """This port's own JSON-able form (every field, including local ones)."""
+    return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    """Inverse of `to_dict` (unknown keys raise TypeError naming them)."""
+    cfg = cls(**{k: _freeze(v) for k, v in d.items()})
+    cfg.validate()
+    return cfg

@@ -193,7 +193,8 @@ def from_diffusers_config(config: Mapping[str, Any], kind: str | None = None) ->
   if kind not in KINDS:
     raise SchedulerConfigError(f"kind={kind!r} is not one of {KINDS}")
   for key, want in _MUST_BE.items():
-    if key in config and config[key] != want and not (want is None and config[key] is None):
+    v = config.get(key, want)
+    if v != want and not (v is None and want in (None, False)):
       raise SchedulerConfigError(
           f"scheduler config {key}={config[key]!r} is not supported (only {want!r})")
   if kind == "dpm_solver":

@@ -23,7 +23,8 @@ def make_state(config: SchedulerConfig, num_inference_steps: int) -> SchedulerSt
   prev = np.concatenate([ts[1:], [-1]])
   a_t = ac[ts]
   a_prev = np.where(prev >= 0, ac[np.maximum(prev, 0)], np.float32(1.0)).astype(np.float32)
-  sig = np.concatenate([((1 - a_t) / a_t) ** 0.5, [0.0]]).astype(np.float32)
+  with np.errstate(divide="ignore"):  # a_t = 0 at the last step of a zero-SNR schedule
+    sig = np.concatenate([((1 - a_t) / a_t) ** 0.5, [0.0]]).astype(np.float32)
   return SchedulerState(config=config, timesteps=jnp.asarray(ts, jnp.int32),
                         alphas_cumprod=jnp.asarray(ac), sigmas=jnp.asarray(sig),
                         alpha_prod=jnp.asarray(a_t), alpha_prod_prev=jnp.asarray(a_prev),
