@@ -94,10 +94,34 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
   return logical_sharding(mesh, rules, "batch", *([None] * (ndim - 1)))
 
 
+def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """Drop mesh axes from dimensions they do not divide (e.g. 4 latent channels over fsdp=8).
+
+  Such a dimension is replicated instead; everything else keeps its sharding. This keeps one
+  rule set valid for full-size and tiny models alike.
+  """
+  out = []
+  for i, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      out.append(None)
+      continue
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    size = int(np.prod([mesh.shape[a] for a in names]))
+    out.append(axes if shape[i] % size == 0 else None)
+  return P(*out)
+
+
 def param_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules) -> Any:
-  """Shardings (plain pytree) for an `eval_shape`d tree of boxed (logically annotated) params."""
+  """Shardings (plain pytree) for an `eval_shape`d tree of boxed (logically annotated) params.
+
+  A mesh axis that does not divide a parameter dimension is dropped for that dimension.
+  """
   specs = nn.get_partition_spec(abstract_boxed)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shapes = nn.meta.unbox(abstract_boxed)
+  return jax.tree_util.tree_map(
+      lambda sh, x: NamedSharding(mesh, _fit_spec(sh.spec, tuple(x.shape), mesh)),
+      shardings, shapes, is_leaf=lambda x: isinstance(x, NamedSharding))
 
 
 def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules, *args) -> tuple[Any, Any]:
