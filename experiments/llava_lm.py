@@ -30,7 +30,7 @@ def get_config(arg: str = ""):
   c.optim.warmup_steps = 50
   if arg == "tiny":
     c.model.update(dict(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                        num_kv_heads=1, seq_len=128))
+                        num_kv_heads=1, seq_len=320))  # the system prompt is ~170 bytes
     c.task.image_size = 16
     c.task.num_frames = 2
     c.task.shuffle = False

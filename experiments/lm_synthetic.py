@@ -43,6 +43,8 @@ def get_config(arg: str = ""):
 
 
 def get_sweep(arg: str = ""):
-  """Overrides for each run of the sweep (dotted config paths)."""
-  del arg
+  """Overrides for each run of the sweep (dotted config paths): learning rate x gradient
+  accumulation; with "test" two very short runs (the launcher's test)."""
+  if arg == "test":
+    return [{"optim.lr": lr, "train.steps": 2} for lr in (1e-3, 3e-3)]
   return [{"optim.lr": lr, "train.accum_steps": a} for lr in (1e-3, 3e-3) for a in (1, 2)]

@@ -69,11 +69,12 @@ def referring_scenes(rng: np.random.Generator, n: int, size: int = 64, min_objec
 
 
 def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: float = 5.0,
-                   radius=(7.0, 11.0), grow=(-2.0, 2.0)):
-  """Training pairs for tracking: a target, a *twin of the same colour* and a distractor of
-  another colour. The target's mask at a previous position (shifted by up to `max_shift` px,
-  radius changed by `grow` px, as an imperfect previous prediction would be) is the
-  prompt; the colour id (what the signal prompt conveys) cannot tell target and twin apart.
+                   radius=(7.0, 11.0), grow=(-2.0, 2.0), twin: bool = True):
+  """Training pairs for tracking: a target, a second object (a *twin of the same colour* when
+  `twin`, else of a third colour) and a distractor of another colour. The target's mask at a
+  previous position (shifted by up to `max_shift` px, radius changed by `grow` px, as an
+  imperfect previous prediction would be) is the prompt; with a twin, the colour id (what a
+  signal prompt would convey) cannot tell target and twin apart.
 
   Returns images `[n, s, s, 3]`, prompt masks, target masks `[n, s, s]` and colour ids `[n]`.
   """
@@ -88,9 +89,9 @@ def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: 
       if centres is not None:
         break
     kinds = ["disc" if rng.random() < 0.5 else "square" for _ in range(3)]
-    c, other = rng.permutation(len(PALETTE))[:2]
+    c, other, third = rng.permutation(len(PALETTE))[:3]
     img = background(rng, size)
-    for (cx, cy), r, kind, col in zip(centres, radii, kinds, (c, c, other)):
+    for (cx, cy), r, kind, col in zip(centres, radii, kinds, (c, c if twin else third, other)):
       img[shape_mask(size, cx, cy, r, kind)] = PALETTE[col]
     (cx, cy), r = centres[0], radii[0]
     targets[i] = shape_mask(size, cx, cy, r, kinds[0])
@@ -101,37 +102,55 @@ def tracking_pairs(rng: np.random.Generator, n: int, size: int = 64, max_shift: 
   return images, prompts, targets, ids
 
 
+def _trajectory(rng, size, radius, speed, frames):
+  pos = rng.uniform(radius + 1, size - radius - 1, size=2)
+  angle = rng.uniform(0, 2 * np.pi)
+  vel = speed * np.array([np.cos(angle), np.sin(angle)])
+  out = []
+  for _ in range(frames):
+    out.append(pos.copy())
+    pos = pos + vel
+    for a in range(2):
+      if pos[a] < radius + 1 or pos[a] > size - radius - 1:
+        vel[a] = -vel[a]
+        pos[a] = np.clip(pos[a], radius + 1, size - radius - 1)
+  return np.array(out)
+
+
 def moving_object_video(rng: np.random.Generator, frames: int = 10, size: int = 64,
-                        speed: float = 3.0, radius: float = 9.0, kind: str = "disc"):
-  """One object moving at `speed` px/frame (bouncing off the borders) past a static twin of
-  the same colour and a static distractor of another colour.
+                        speed: float = 3.0, radius: float = 9.0, kind: str = "disc",
+                        twin: bool = True, min_gap: float = 2.0):
+  """One object moving at `speed` px/frame (bouncing off the borders) among a static second
+  object (a twin of the same colour when `twin`, else of a third colour) and a static
+  distractor of another colour. The moving object passes the others but never comes closer
+  than `min_gap` px to them (occlusion is out of scope for the tiny test models).
 
   Returns frames `[T, size, size, 3]` uint8, the moving object's masks `[T, size, size]` and
   its colour id.
   """
   bg = background(rng, size)
-  c, other = rng.permutation(len(PALETTE))[:2]
-  while True:
-    centres = _place(rng, size, [radius, radius * 0.8, radius * 0.8])
-    if centres is not None:
+  c, other, third = rng.permutation(len(PALETTE))[:3]
+  r2 = radius * 0.8
+  reach = np.sqrt(2.0)  # squares reach sqrt(2) x their half-side along diagonals
+  for _ in range(1000):
+    statics = _place(rng, size, [r2, r2])
+    path = _trajectory(rng, size, radius, speed, frames)
+    if statics is None:
+      continue
+    gaps = [np.hypot(*(path - np.asarray(p)).T) - reach * (radius + r2) for p in statics]
+    if min(g.min() for g in gaps) >= min_gap:
       break
-  pos = np.array(centres[0])
-  angle = rng.uniform(0, 2 * np.pi)
-  vel = speed * np.array([np.cos(angle), np.sin(angle)])
-  static = [(shape_mask(size, *centres[1], radius * 0.8, "square"), c),
-            (shape_mask(size, *centres[2], radius * 0.8, "disc"), other)]
+  else:
+    raise RuntimeError("could not place a video's objects")
+  static = [(shape_mask(size, *statics[0], r2, "square"), c if twin else third),
+            (shape_mask(size, *statics[1], r2, "disc"), other)]
   video = np.empty((frames, size, size, 3), np.uint8)
   masks = np.zeros((frames, size, size), bool)
   for t in range(frames):
     img = bg.copy()
     for m, col in static:
       img[m] = PALETTE[col]
-    m = shape_mask(size, pos[0], pos[1], radius, kind)
-    img[m] = PALETTE[c]  # the tracked object passes in front of the others
+    m = shape_mask(size, path[t][0], path[t][1], radius, kind)
+    img[m] = PALETTE[c]
     video[t], masks[t] = img, m
-    pos = pos + vel
-    for a in range(2):
-      if pos[a] < radius + 1 or pos[a] > size - radius - 1:
-        vel[a] = -vel[a]
-        pos[a] = np.clip(pos[a], radius + 1, size - radius - 1)
   return video, masks, int(c)

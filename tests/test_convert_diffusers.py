@@ -68,7 +68,7 @@ def test_vae_load_export_reload(tmp_path):
   z = np.random.default_rng(0).normal(size=(1, 8, 8, 4)).astype(np.float32)
   with torch.no_grad():
     want = ref.decode(torch.from_numpy(z).permute(0, 3, 1, 2)).sample.permute(0, 2, 3, 1).numpy()
-  got = module.apply(params, z, method=module.decode)
+  got = module.apply({"params": params}, z, method=module.decode)
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
   conv.save_vae(module, params, tmp_path / "out")

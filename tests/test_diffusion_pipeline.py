@@ -106,7 +106,8 @@ def ids(tok, prompts):
                     ["input_ids"], np.int32)
 
 
-@pytest.mark.parametrize("kind", list(SCHEDULERS))
+@pytest.mark.parametrize("kind", ["ddim", pytest.param("dpm_solver", marks=pytest.mark.slow),
+                                  pytest.param("euler", marks=pytest.mark.slow)])
 def test_text_to_image_matches_stable_diffusion_pipeline(components, kind):
   cls, extra = SCHEDULERS[kind]
   sched_cfg = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **extra)
@@ -199,6 +200,7 @@ def test_clip_skip_matches_transformers(components, clip_skip):
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_progress_mode_equals_jitted_pipeline(components):
   un, va, te = components["modules"]
   models = P.DiffusionModels(unet=un, vae=va, text_encoder=te,

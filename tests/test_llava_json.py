@@ -51,10 +51,13 @@ def test_decode_media_resizes_and_names_bad_samples(built):
     dec.map(recs["no_video"])
 
 
+SEQ = 320  # the Vicuna system prompt alone is ~170 byte tokens
+
+
 def _pipe(built, **kw):
   return pipeline.make_pipeline(
       [llava_json.dataset(built, "train")], global_batch=2, shuffle=False,
-      transforms=[llava_json.DecodeMedia(16, 2).map, TokenizeAndPad(ByteTokenizer(), 96)],
+      transforms=[llava_json.DecodeMedia(16, 2).map, TokenizeAndPad(ByteTokenizer(), SEQ)],
       **kw)
 
 
@@ -62,10 +65,10 @@ def test_pipeline_counts_bad_samples_by_name(built):
   it = _pipe(built)
   batches = [next(it) for _ in range(4)]
   b = batches[0]
-  assert b["input_ids"].shape == (2, 96) and b["input_ids"].dtype == np.int32
+  assert b["input_ids"].shape == (2, SEQ) and b["input_ids"].dtype == np.int32
   assert b["loss_mask"].dtype == bool and b["attention_mask"].dtype == bool
   assert not (b["loss_mask"] & ~b["attention_mask"]).any()
-  text = bytes(int(t) - 3 for t in b["input_ids"][0][b["attention_mask"][0]][1:]).decode()
+  text = bytes(int(t) - 3 for t in b["input_ids"][0][b["attention_mask"][0]][1:-1]).decode()
   assert text.endswith("USER: <image>\nWhat colour is it? ASSISTANT: Red.")
   answer = b["input_ids"][0][b["loss_mask"][0]]
   assert bytes(int(t) - 3 for t in answer[:-1]).decode() == "Red." and answer[-1] == 2
@@ -83,10 +86,19 @@ def test_strict_pipeline_stops_at_the_first_bad_sample(built):
 
 
 def test_too_many_bad_samples_stop_the_run(built):
-  it = _pipe(built, max_bad_fraction=0.2)
+  it = _pipe(built, max_bad_fraction=0.2, min_seen=5)
   with pytest.raises(pipeline.BadDataLimitError, match="samples are bad"):
     for _ in range(4):
       next(it)
+
+
+def test_all_bad_data_stops_instead_of_spinning(built):
+  it = pipeline.make_pipeline(
+      [llava_json.dataset(built, "train")], global_batch=2, shuffle=False,
+      transforms=[llava_json.DecodeMedia(16, 2).map, TokenizeAndPad(ByteTokenizer(), 8)])
+  it.max_consecutive_bad = 20
+  with pytest.raises(pipeline.BadDataLimitError, match="20 bad samples in a row"):
+    next(it)
 
 
 def test_pipeline_state_restores_exactly(built):

@@ -2,7 +2,6 @@
 rates, clipping, gradient accumulation, mixed precision and LoRA."""
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

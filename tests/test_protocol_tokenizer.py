@@ -1,5 +1,6 @@
 """Protocol tokens on a Hugging Face tokenizer: single ids, safe user text, invocation
 round trips, a parser that never raises on model output, growing the LLM rows."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,9 +193,8 @@ def test_grow_rows_keeps_old_logits_and_pads_to_multiple(bl_tok):
                     num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=64)
   model = Llama(cfg)
   ids = jnp.asarray([[1, 5, 9, 30]])
-  params = jax.tree_util.tree_map(np.asarray, model.init(jax.random.key(0), ids)["params"])
-  import flax.linen as nn
-  params = nn.meta.unbox(params)
+  params = nn.meta.unbox(model.init(jax.random.key(0), ids)["params"])
+  params = jax.tree_util.tree_map(np.asarray, params)
   new_cfg, grown = resize_llm_for_tokenizer(cfg, params, bl_tok, pad_to_multiple_of=64)
   assert new_cfg.vocab_size % 64 == 0 and new_cfg.vocab_size >= len(bl_tok)
   emb = grown["embed_tokens"]["embedding"]

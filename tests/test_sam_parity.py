@@ -35,7 +35,6 @@ CASES = {
     "points+boxes": dict(input_points=0, input_labels=1, input_boxes=2),
     "mask": dict(input_masks=3),
     "points+mask": dict(input_points=0, input_labels=1, input_masks=3),
-    "boxes+mask": dict(input_boxes=2, input_masks=3),
 }
 
 

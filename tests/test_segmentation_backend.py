@@ -11,8 +11,8 @@ from vitron_jax.backends.base import REGISTRY
 from vitron_jax.backends.segmentation import (SamConfig, SamModel, SegmentationConfig,
                                               SegmentImageBackend, SegmentVideoBackend)
 from vitron_jax.backends.segmentation.losses import (dice_per_mask, mask_iou, sam_mask_loss)
-from vitron_jax.backends.segmentation.processing import masks_to_boxes
-from vitron_jax.backends.segmentation.tracking import binary_prompt, select_best, track
+from vitron_jax.backends.segmentation.processing import ImageSizes, mask_to_prompt, masks_to_boxes
+from vitron_jax.backends.segmentation.tracking import binary_prompt, dilate, select_best, track
 from vitron_jax.nn import partitioning
 
 CFG = SegmentationConfig(sam=SamConfig.tiny(image_size=32, patch_size=4, hidden=16, width=32),
@@ -92,6 +92,18 @@ def test_masks_to_boxes_and_losses():
   boxes, present = masks_to_boxes(jnp.asarray(m))
   np.testing.assert_array_equal(boxes, [[2, 1, 6, 4], [0, 0, 0, 0]])
   np.testing.assert_array_equal(present, [True, False])
+  # Dilation (tracking prompts): a pixel grows into a (2r+1)^2 square, clipped at the border;
+  # the numpy prompt builder and the in-graph tracker agree.
+  dot = np.zeros((1, 8, 8), bool)
+  dot[0, 0, 3] = True
+  np.testing.assert_array_equal(dilate(jnp.asarray(dot), 1)[0, :3, 1:6],
+                                [[0, 1, 1, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
+  sizes = ImageSizes((32, 32), (32, 32), 32)
+  full = np.zeros((1, 32, 32), bool)
+  full[0, 10:14, 6:9] = True
+  np.testing.assert_array_equal(
+      mask_to_prompt(full, sizes, CFG.sam, dilation=2),
+      binary_prompt(jnp.asarray(mask_to_prompt(full, sizes, CFG.sam)), 0.0, 10.0, 2))
   t = jnp.asarray(m, jnp.float32)
   assert float(dice_per_mask(jnp.where(t > 0, 30.0, -30.0), t)[0]) < 1e-6
   np.testing.assert_allclose(mask_iou(t > 0, t), [1.0, 1.0])

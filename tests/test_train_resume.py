@@ -1,12 +1,9 @@
 """Exact resume: N steps straight == k steps, kill -9, resume to N (bitwise on CPU)."""
-import pytest
-
-from train_runs import checkpoint_steps, events, losses, run_train
+from train_runs import checkpoint_steps, events, losses, records, run_train
 
 N = 10
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_losses(tmp_path):
   cache = tmp_path / "jax_cache"
   straight = tmp_path / "straight"
@@ -29,6 +26,8 @@ def test_sigkill_then_resume_gives_identical_losses(tmp_path):
   assert len(resumed) == 1 and resumed[0]["checkpoint"].endswith("/checkpoints/4")
   got = losses(run)
   assert sorted(got) == list(range(1, N + 1))
+  # the log was cut back to the checkpoint: every step exactly once
+  assert [r["step"] for r in records(run, "train")] == list(range(1, N + 1))
   for step in range(1, N + 1):  # bitwise: JSON floats round-trip exactly
     assert got[step] == want[step], (step, got[step], want[step])
   assert checkpoint_steps(run)[-1] == N

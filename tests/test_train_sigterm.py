@@ -3,12 +3,9 @@ continues from it with the losses of an uninterrupted run."""
 import signal
 import time
 
-import pytest
-
 from train_runs import checkpoint_steps, events, losses, run_train, start_train
 
 
-@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero_then_resume_continues(tmp_path):
   cache = tmp_path / "jax_cache"
   run = tmp_path / "run"

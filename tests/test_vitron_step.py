@@ -52,7 +52,6 @@ def _setup():
   cfg = lib.config("hybrid")
   modules = ["segment_image"] * 3 + ["generate_image"] * 3 + [None] * 2
   batch = lib.training_batch(cfg, modules, 96, with_region=True)
-  batch["loss_mask"] = batch["loss_mask"]
   backends = {m: ToyDiffusionBackend(m, cfg.head.condition_shapes[cfg.head.index(m)])
               for m in cfg.head.modules}
   bparams = {m: b.init(i) for i, (m, b) in enumerate(backends.items())}

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import functools
-import sys
 import pathlib
+import sys
 
 import flax.linen as nn
 import jax
@@ -16,7 +16,8 @@ from test_protocol_tokenizer import byte_level_tokenizer  # noqa: E402
 from vitron_jax.models.region_inputs import prepare_image_regions  # noqa: E402
 from vitron_jax.models.vitron import Vitron, dummy_batch, dummy_natives  # noqa: E402
 from vitron_jax.models.vitron_config import vitron_config_from  # noqa: E402
-from vitron_jax.protocol.tokenizer import SequenceBuilder, Slot, add_protocol_tokens  # noqa: E402
+from vitron_jax.protocol.tokenizer import (SequenceBuilder, Slot, add_protocol_tokens,  # noqa: E402
+                                           protocol_ids)
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,7 +32,6 @@ def config(routing: str = "hybrid", **head_overrides):
   for k, v in head_overrides.items():
     cfg.model.head[k] = v
   tok = tokenizer()
-  from vitron_jax.protocol.tokenizer import protocol_ids
   return vitron_config_from(cfg.model, protocol_ids(tok), len(tok))
 
 

@@ -17,6 +17,7 @@ are pytrees passed in, so a backend's loss joins the VITRON train step under one
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -51,11 +52,29 @@ class Backend(abc.ABC):
     """Inference; returns named outputs (masks, images, videos, boxes, scores...)."""
 
 
+#: Built-in backends by invocation module name (protocol.tokens.MODULES) -> the Python module
+#: that registers it. Imported on first use, so `import vitron_jax` stays light.
+BUILTIN_BACKENDS: dict[str, str] = {
+    "segment_image": "vitron_jax.backends.segmentation.backend",
+    "segment_video": "vitron_jax.backends.segmentation.backend",
+    "generate_image": "vitron_jax.backends.diffusion.backend",
+    "edit_image": "vitron_jax.backends.diffusion.backend",
+    "generate_video": "vitron_jax.backends.diffusion.backend",
+    "image_to_video": "vitron_jax.backends.diffusion.backend",
+    "edit_video": "vitron_jax.backends.diffusion.backend",
+}
+
+
 class BackendRegistry:
   """Maps module names (the invocation's module token) to backend factories."""
 
-  def __init__(self):
+  def __init__(self, builtins: Mapping[str, str] | None = None):
     self._factories: dict[str, Callable[..., Backend]] = {}
+    self._builtins = dict(builtins or {})
+
+  def _ensure(self, module: str) -> None:
+    if module not in self._factories and module in self._builtins:
+      importlib.import_module(self._builtins[module])
 
   def register(self, module: str, factory: Callable[..., Backend] | None = None):
     """Register `factory` under `module`; usable as a decorator."""
@@ -67,16 +86,22 @@ class BackendRegistry:
     return deco(factory) if factory is not None else deco
 
   def create(self, module: str, *args, **kwargs) -> Backend:
+    self._ensure(module)
     if module not in self._factories:
-      raise KeyError(f"no backend registered for module {module!r}; known: "
-                     f"{sorted(self._factories)}")
+      raise KeyError(f"no backend registered for module {module!r}; known: {self.modules()}")
     return self._factories[module](*args, **kwargs)
+
+  def factory(self, module: str) -> Callable[..., Backend]:
+    self._ensure(module)
+    if module not in self._factories:
+      raise KeyError(f"no backend registered for module {module!r}; known: {self.modules()}")
+    return self._factories[module]
 
   def __contains__(self, module: str) -> bool:
     return module in self._factories
 
   def modules(self) -> list[str]:
-    return sorted(self._factories)
+    return sorted(set(self._factories) | set(self._builtins))
 
 
-REGISTRY = BackendRegistry()
+REGISTRY = BackendRegistry(BUILTIN_BACKENDS)

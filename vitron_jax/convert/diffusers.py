@@ -152,7 +152,7 @@ def _load(path, config_cls, module_fn: Callable, init_args_fn: Callable, dtype, 
   tensors = read_weights(path, stem="diffusion_pytorch_model")
   expected = expected_flax_shapes(module, *init_args_fn(config))
   params = params_from_diffusers(tensors, expected, f"{kind} folder {str(path)!r}", dtype)
-  return module, params
+  return module, params["params"]  # the bare tree, as every loader returns it
 
 
 def _save(config, params, path, max_shard_bytes) -> list[pathlib.Path]:

@@ -166,6 +166,9 @@ def tokenize_conversation(sample: Mapping[str, Any], encode: Callable[[str], Seq
   conv = sample.get("conversations")
   if not conv:
     raise BadSampleError(sid, "empty conversation")
+  if not isinstance(conv, (list, tuple)):
+    raise BadSampleError(sid, "malformed conversation",
+                         f"conversations is a {type(conv).__name__}, expected a list")
   ids: list[int] = [] if bos_id is None else [int(bos_id)]
   mask: list[bool] = [False] * len(ids)
 
@@ -176,6 +179,9 @@ def tokenize_conversation(sample: Mapping[str, Any], encode: Callable[[str], Seq
   push(encode(template.system + template.sep), False)
   n_gpt = 0
   for k, turn in enumerate(conv):
+    if not isinstance(turn, Mapping):
+      raise BadSampleError(sid, "malformed conversation",
+                           f"turn {k} is a {type(turn).__name__}, expected an object")
     role, value = turn.get("from"), turn.get("value")
     want = "human" if k % 2 == 0 else "gpt"
     if role != want:
@@ -242,7 +248,8 @@ class Batcher:
   Stacks `local_batch` good samples (each a dict of equally shaped numpy arrays; non-array
   values such as ids are dropped from the batch). Bad samples are counted by reason and
   logged by id, or raise in strict mode; `max_bad_fraction` stops a run whose data is mostly
-  broken. With `pack_length`, 1-D token samples are packed first-fit into rows of that length
+  broken (more than `max_bad_fraction` of `max(seen, min_seen)` samples bad, or
+  `max_consecutive_bad` in a row). With `pack_length`, 1-D token samples are packed first-fit into rows of that length
   with `segment_ids` (0 = padding) and `positions` (see `pack_rows`).
   """
 
@@ -250,7 +257,8 @@ class Batcher:
                strict: bool = False, max_bad_fraction: float = 1.0,
                pack_length: int | None = None, pack_keys: Sequence[str] = ("input_ids",
                                                                            "loss_mask"),
-               keep_bad_ids: int = 100):
+               keep_bad_ids: int = 100, min_seen: int = 1000,
+               max_consecutive_bad: int = 1000):
     if local_batch <= 0:
       raise ValueError(f"local_batch must be positive, got {local_batch}")
     if isinstance(dataset, grain.MapDataset):
@@ -260,6 +268,8 @@ class Batcher:
     self.max_bad_fraction = float(max_bad_fraction)
     self.pack_length, self.pack_keys = pack_length, tuple(pack_keys)
     self.keep_bad_ids = keep_bad_ids
+    self.min_seen, self.max_consecutive_bad = int(min_seen), int(max_consecutive_bad)
+    self._run_of_bad = 0
     self.seen = 0
     self.bad_counts: collections.Counter = collections.Counter()
     self.bad_ids: list[list[str]] = []
@@ -278,6 +288,11 @@ class Batcher:
     self.bad_ids = [list(x) for x in state.get("bad_ids", [])]
     self._buffer = [dict(x) for x in state.get("buffer", [])]
 
+  def close(self) -> None:
+    """Stop grain worker processes (if any)."""
+    if hasattr(self._it, "close"):
+      self._it.close()
+
   def stats(self) -> dict[str, Any]:
     return {"seen": self.seen, "bad": sum(self.bad_counts.values()),
             "bad_by_reason": dict(self.bad_counts), "bad_ids": list(self.bad_ids)}
@@ -291,7 +306,9 @@ class Batcher:
       element = next(self._it)
       self.seen += 1
       if not is_bad(element):
+        self._run_of_bad = 0
         return element
+      self._run_of_bad += 1
       info = element[BAD_KEY]
       if self.strict:
         raise BadSampleError(info["id"], info["reason"], info.get("detail", ""))
@@ -301,11 +318,15 @@ class Batcher:
       logging.warning("skipping bad sample %r: %s %s", info["id"], info["reason"],
                       info.get("detail", ""))
       bad = sum(self.bad_counts.values())
-      if bad > max(1, self.max_bad_fraction * self.seen):
+      if bad > self.max_bad_fraction * max(self.seen, self.min_seen):
         raise BadDataLimitError(
             f"{bad} of {self.seen} samples are bad (more than data.max_bad_fraction="
-            f"{self.max_bad_fraction}); by reason: {dict(self.bad_counts)}; first: "
-            f"{self.bad_ids[:5]}")
+            f"{self.max_bad_fraction} of max(seen, {self.min_seen})); by reason: "
+            f"{dict(self.bad_counts)}; first: {self.bad_ids[:5]}")
+      if self._run_of_bad >= self.max_consecutive_bad:
+        raise BadDataLimitError(
+            f"{self._run_of_bad} bad samples in a row; by reason: {dict(self.bad_counts)}; "
+            f"first: {self.bad_ids[:5]}")
 
   def __next__(self) -> dict[str, np.ndarray]:
     if self.pack_length:
@@ -374,7 +395,8 @@ def make_pipeline(sources: Sequence[grain.MapDataset], *, global_batch: int,
                   weights: Sequence[float] | None = None,
                   transforms: Sequence[Callable[[Any], Any]] = (), seed: int = 0,
                   shuffle: bool = True, num_workers: int = 0, strict: bool = False,
-                  max_bad_fraction: float = 1.0, pack_length: int | None = None,
+                  max_bad_fraction: float = 1.0, min_seen: int = 1000,
+                  pack_length: int | None = None,
                   pack_keys: Sequence[str] = ("input_ids", "loss_mask")) -> Batcher:
   """The whole host pipeline (see the module docstring) as a checkpointable `Batcher`.
 
@@ -388,5 +410,5 @@ def make_pipeline(sources: Sequence[grain.MapDataset], *, global_batch: int,
   if num_workers > 0:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return Batcher(it_ds, global_batch // process_count, strict=strict,
-                 max_bad_fraction=max_bad_fraction, pack_length=pack_length,
-                 pack_keys=pack_keys)
+                 max_bad_fraction=max_bad_fraction, min_seen=min_seen,
+                 pack_length=pack_length, pack_keys=pack_keys)

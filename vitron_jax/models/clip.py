@@ -205,7 +205,7 @@ def eos_positions(input_ids: jax.Array, config: CLIPTextConfig) -> jax.Array:
   if config.legacy_eos:
     return jnp.argmax(input_ids, axis=-1)
   is_eos = input_ids == config.eos_token_id
-  if not isinstance(input_ids, jax.core.Tracer):
+  if not isinstance(is_eos, jax.core.Tracer):
     rows = np.flatnonzero(~np.asarray(is_eos).any(-1))
     if rows.size:
       raise ValueError(f"input_ids rows {rows.tolist()[:10]} contain no eos_token_id "

@@ -121,10 +121,10 @@ def vitron_loss(model: Vitron, params: Any, batch: Mapping[str, Any], rng: jax.A
       a = alignment_loss(out.projected[m], natives[m], w)
       terms[f"align/{m}"] = (a, weights.align)
     if m in hooks:
-      cond = out.conditions.get(m, out.projected.get(m))
-      if cond is None:
-        raise ValueError(f"module {m!r}: routing {c.head.routing!r} needs a native condition "
-                         "but its hook has no native_condition")
+      if c.head.uses_native and m not in natives:
+        raise ValueError(f"module {m!r}: routing {c.head.routing!r} needs the backend's native "
+                         "condition but its hook has no native_condition")
+      cond = out.conditions[m] if c.head.uses_native else out.projected[m]
       bl, bm = backend_loss_term(hooks[m].loss, backend_params.get(m), bbatch.get(m, {}), cond,
                                  rngs[i], f"backend/{m}")
       terms[f"backend/{m}"] = (bl, weights.backend * hooks[m].weight)

@@ -166,6 +166,7 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self.components = dict(components)
     self.every_steps = int(every_steps)
+    self.async_save = bool(async_save)
     self.config_json = _config_json(config)
     self.corrupt: list[str] = []
     options = ocp.CheckpointManagerOptions(
@@ -199,7 +200,7 @@ class Checkpointer:
     saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
     if saved:
       log.info("checkpoint %s/%d: saving%s", self.directory, step,
-               " (async)" if self.manager._options.enable_async_checkpointing else "")  # noqa
+               " (async)" if self.async_save else "")
     return saved
 
   def wait(self) -> None:
@@ -289,6 +290,56 @@ class Checkpointer:
 
   def restore_step(self, step: int, abstract: TrainState) -> tuple[TrainState, Any]:
     return self._restore_step(step, abstract)
+
+
+def load_params(step_dir: str, abstract_params: Any, components: Mapping[str, str]
+                ) -> tuple[Any, list[str]]:
+  """Initialise parameters from another run's checkpoint folder (`checkpoint.init_from`).
+
+  Every `params_<component>` item of `step_dir` that this run also has is restored into this
+  run's shardings; a parameter path may carry or drop a leading ``model/`` (LoRA wrapping).
+  Returns (a tree like `abstract_params` with `None` where nothing was loaded, the loaded
+  path strings). Unexpected or mis-shaped arrays raise `CheckpointMismatchError`.
+  """
+  if not os.path.isdir(step_dir):
+    raise FileNotFoundError(f"checkpoint.init_from={step_dir!r} is not a checkpoint step folder")
+  want = {path_str(p): a for p, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  loaded: dict[str, Any] = {}
+  problems: list[str] = []
+  ckptr = ocp.StandardCheckpointer()
+  for name in components:
+    item = os.path.join(step_dir, f"params_{name}")
+    if not os.path.isdir(item):
+      continue
+    meta = ckptr.metadata(item)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    flat = {path_str(p): m for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    target, where = {}, {}
+    for p, m in flat.items():
+      mine = p if p in want else f"model/{p}" if f"model/{p}" in want else \
+          p[len("model/"):] if p.startswith("model/") and p[len("model/"):] in want else None
+      if mine is None:
+        problems.append(f"{item}: unexpected {p} {tuple(m.shape)}")
+      elif tuple(m.shape) != tuple(want[mine].shape):
+        problems.append(f"{item}: {p} has shape {tuple(m.shape)}, expected "
+                        f"{tuple(want[mine].shape)}")
+      else:
+        target[p], where[p] = want[mine], mine
+    if problems:
+      continue
+    restored = ckptr.restore(item, traverse_util.unflatten_dict(target, sep="/"))
+    for p, x in traverse_util.flatten_dict(restored, sep="/").items():
+      loaded[where[p]] = x
+  ckptr.close()
+  if problems:
+    raise CheckpointMismatchError(f"checkpoint.init_from {step_dir} does not fit this run: " +
+                                  "; ".join(problems[:30]))
+  if not loaded:
+    raise CheckpointMismatchError(f"checkpoint.init_from {step_dir} has no parameter item of "
+                                  f"this run's components {sorted(components)}")
+  tree = jax.tree_util.tree_map_with_path(lambda p, _: loaded.get(path_str(p)), abstract_params)
+  return tree, sorted(loaded)
 
 
 def _config_json(config: Any) -> dict:

@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.mesh.rules = "data"                # data | fsdp | fsdp_tensor
+  c.mesh.num_devices = -1              # use the first N devices (-1: all)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 100

@@ -124,6 +124,12 @@ class StopFlag:
       self._old = None
 
 
+def _batch_shards(mesh, rules) -> int:
+  spec = PT.batch_sharding(mesh, rules, 1).spec[0]
+  axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+  return int(np.prod([mesh.shape[a] for a in axes]))
+
+
 def _tokens_per_step(spec: dict, global_batch: int) -> int:
   for k in ("tokens", "input_ids"):
     if k in spec:
@@ -167,6 +173,10 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
   mask = labeler.trainable_mask(abstract.params)
   spec = task.batch_spec()
   b_shard = ST.batch_shardings(spec, mesh, rules)
+  shards = _batch_shards(mesh, rules)
+  if gb % shards:
+    raise ValueError(f"data.global_batch={gb} must be divisible by the {shards} batch shards "
+                     f"of mesh {dict(mesh.shape)} (rules {config.mesh.rules!r})")
   if primary:
     log.info("task %s: %d params (%s), mesh %s, rules %s", task.name,
              PT.count_params(abstract.params), counts, dict(mesh.shape), config.mesh.rules)
@@ -183,6 +193,14 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     log.info("resumed from %s", ckpt.step_dir(start))
   else:
     state, start = S.init_state(task.init, optimizer, shardings, seed), 0
+    if config.checkpoint.get("init_from"):
+      loaded, paths = C.load_params(config.checkpoint.init_from, abstract.params,
+                                    task.components())
+      state = state.replace(params=jax.tree_util.tree_map(
+          lambda new, old: old if new is None else new, loaded, state.params,
+          is_leaf=lambda x: x is None))
+      log.info("initialised %d parameter arrays from %s", len(paths),
+               config.checkpoint.init_from)
 
   step_fn = ST.jit_train_step(
       ST.make_train_step(task, optimizer, mask, schedule,
@@ -253,19 +271,22 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     mlog.close()
     ckpt.close()
     stop.restore()
+    if hasattr(data, "close"):
+      data.close()
     raise
   stop.restore()
   if not summary["preempted"]:
     ckpt.save(state, data_state)
     if config.train.eval_at_end:
       summary["eval"] = _evaluate(task, state, step, workdir, mlog)
-  ckpt.close()
+  ckpt.wait()
   stats = bad_stats()
   if stats.get("bad"):
     mlog.event(step, "bad_data", **stats)
-  mlog.close()
   summary.update(final_step=step, last_metrics=last_metrics, bad_data=stats,
                  corrupt_checkpoints=list(ckpt.corrupt), checkpoints=ckpt.all_steps())
+  ckpt.close()
+  mlog.close()
   if primary:
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump(summary, f, indent=1, default=str)

@@ -78,6 +78,8 @@ _REGISTRY: dict[str, Callable[[Any], Task]] = {}
 _LAZY: dict[str, str] = {
     "lm_synthetic": "vitron_jax.train.lm_task",
     "lm_conversations": "vitron_jax.train.conversation_task",
+    # VITRON phases and PixelWorld (config: experiments/vitron_*.py, phase*.py, pixelworld.py)
+    "vitron": "vitron_jax.train.vitron_task",
 }
 
 
@@ -101,7 +103,14 @@ def build_task(config: Any) -> Task:
   name = config.task.name
   if name not in _REGISTRY and name in _LAZY:
     import importlib  # pylint: disable=import-outside-toplevel
-    importlib.import_module(_LAZY[name])
+    try:
+      importlib.import_module(_LAZY[name])
+    except ModuleNotFoundError as e:
+      if e.name != _LAZY[name]:
+        raise
+      raise TaskError(f"task {name!r} is declared in module {_LAZY[name]}, which does not exist "
+                      f"(yet); it must define a build(config) registered with "
+                      f"@register_task({name!r})") from e
   if name not in _REGISTRY:
     raise TaskError(f"config.task.name={name!r} is not a registered task; known: "
                     f"{sorted(set(_REGISTRY) | set(_LAZY))}")

@@ -7,7 +7,7 @@ Module names (the invocation's module token) -> backend:
   img2video   image + text -> video (I2VGen-XL)                        `Img2VideoBackend`
   edit_video  video + text -> edited video (noise to `strength`)       `EditVideoBackend`
 
-    backend = REGISTRY.create("gen_image", models, DiffusionBackendConfig(height=256, width=256))
+    backend = REGISTRY.create("generate_image", models, DiffusionBackendConfig(height=256, width=256))
     cond = backend.native_condition(params, token_ids)           # [B, 77, D] text-encoder states
     loss, metrics = backend.loss(params, batch, cond, rng)         # denoising MSE (jit-able)
     out = backend.run(params, inputs, cond, rng)                   # {"images" | "videos", ...}
@@ -237,7 +237,7 @@ class DiffusionBackend(Backend):
 
 class GenImageBackend(DiffusionBackend):
   """Text (+ phrases and boxes with a GLIGEN UNet) -> image."""
-  module = "gen_image"
+  module = "generate_image"
 
   def _training_inputs(self, params, batch, rng):
     x0 = self._latents(params, batch, rng, "images")
@@ -293,7 +293,7 @@ class EditImageBackend(DiffusionBackend):
 
 class GenVideoBackend(DiffusionBackend):
   """Text -> video (UNet3D)."""
-  module = "gen_video"
+  module = "generate_video"
   video = True
 
   def _training_inputs(self, params, batch, rng):
@@ -319,7 +319,7 @@ class EditVideoBackend(GenVideoBackend):
 
 class Img2VideoBackend(DiffusionBackend):
   """First frame + text -> video (I2VGen-XL: image latents, CLIP image embedding, fps)."""
-  module = "img2video"
+  module = "image_to_video"
   video = True
 
   def _training_inputs(self, params, batch, rng):

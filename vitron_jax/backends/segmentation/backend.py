@@ -51,12 +51,11 @@ class SegmentImageBackend(Backend):
     """Parameters with logical-axis boxes (for `partitioning.sharded_init`)."""
     cfg = self.config
     r1, r2 = jax.random.split(rng)
-    s, lr = cfg.sam.image_size, cfg.sam.low_res_size
+    s = cfg.sam.image_size
     sam = self.sam.init(r1, jnp.zeros((1, s, s, cfg.sam.vision.num_channels)),
                         method=SamModel.init_all)["params"]
     prompts = self.prompts.init(r2, jnp.zeros((1, cfg.text_dim)),
                                 method=SignalPrompts.text)["params"]
-    del lr
     return {"sam": sam, "prompts": prompts}
 
   def init(self, rng: jax.Array) -> Params:
@@ -207,8 +206,7 @@ class SegmentVideoBackend(SegmentImageBackend):
            rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Teacher-forced (default): frame t > 0 is prompted with frame t-1's ground-truth mask
     (binarised low-res logits) plus the signal tokens; frame 0 with its given prompts and the
-    signal tokens (left out when it has no prompt at all). With `video_rollout`, every frame
-    is scored on the tracker's own rollout from the first-frame prompts."""
+    signal tokens (left out when it has no prompt at all)."""
     del rng
     cfg = self.config
     emb = self._video_embeddings(params, batch)
@@ -218,22 +216,11 @@ class SegmentVideoBackend(SegmentImageBackend):
     if targets.shape[:2] != (b, t):
       raise ValueError(f"video target masks must be [{b}, {t}, S, S], got "
                        f"{tuple(targets.shape)}")
-    if cfg.video_rollout:
-      res = track(self.sam, params["sam"], None, image_embeddings=emb,
-                  first_mask_prompt=batch.get("mask_prompt"), points=batch.get("points"),
-                  labels=batch.get("point_labels"), boxes=batch.get("boxes"), signal=condition,
-                  multimask_output=cfg.multimask_output, threshold=cfg.mask_threshold,
-                  prompt_logit=cfg.mask_prompt_logit)
-      m = res["all_masks"]
-      return sam_mask_loss(m.reshape((b * t, 1) + m.shape[2:]),
-                           res["all_iou"].reshape(b * t, 1, -1),
-                           targets.reshape((b * t,) + targets.shape[2:]),
-                           bce_weight=cfg.bce_weight, dice_weight=cfg.dice_weight,
-                           iou_weight=cfg.iou_weight, threshold=cfg.mask_threshold)
     lr = cfg.sam.low_res_size
     f = cfg.sam.image_size // lr
     pooled = targets.reshape(b, t, lr, f, lr, f).mean(axis=(3, 5))
-    prompts = binary_prompt(pooled - 0.5, 0.0, cfg.mask_prompt_logit)  # [B, T, lr, lr]
+    prompts = binary_prompt(pooled - 0.5, 0.0, cfg.mask_prompt_logit,
+                            cfg.prompt_dilation)  # [B, T, lr, lr]
     losses, metrics = [], []
     if t > 1:
       rep = lambda x: None if x is None else jnp.repeat(x, t - 1, axis=0)
@@ -241,13 +228,17 @@ class SegmentVideoBackend(SegmentImageBackend):
       flat_prompt = prompts[:, :-1].reshape(b * (t - 1), lr, lr)
       masks, iou = self._apply(params, SamModel.decode, flat_emb, None, None, None,
                                flat_prompt, rep(condition), cfg.multimask_output)
-      l, m = sam_mask_loss(masks, iou, targets[:, 1:].reshape((b * (t - 1),) + targets.shape[2:]),
-                           bce_weight=cfg.bce_weight, dice_weight=cfg.dice_weight,
-                           iou_weight=cfg.iou_weight, threshold=cfg.mask_threshold)
+      later = targets[:, 1:].reshape((b * (t - 1),) + targets.shape[2:])
+      l, m = sam_mask_loss(masks, iou, later, bce_weight=cfg.bce_weight,
+                           dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight,
+                           threshold=cfg.mask_threshold)
       losses.append((l, t - 1))
       metrics.append((m, t - 1))
     first = {k: batch[k] for k in ("points", "point_labels", "boxes", "mask_prompt")
              if batch.get(k) is not None}
+    if "mask_prompt" in first and cfg.prompt_dilation > 0:  # as `track` prompts frame 0
+      first["mask_prompt"] = binary_prompt(first["mask_prompt"], cfg.mask_threshold,
+                                           cfg.mask_prompt_logit, cfg.prompt_dilation)
     if condition is not None or first:
       first.update(image_embeddings=emb[:, 0], masks=targets[:, 0])
       l, m = SegmentImageBackend.loss(self, params, first, condition)
@@ -270,7 +261,7 @@ class SegmentVideoBackend(SegmentImageBackend):
                 first_mask_prompt=inputs.get("mask_prompt"), points=inputs.get("points"),
                 labels=inputs.get("point_labels"), boxes=inputs.get("boxes"), signal=condition,
                 multimask_output=cfg.multimask_output, threshold=cfg.mask_threshold,
-                prompt_logit=cfg.mask_prompt_logit)
+                prompt_logit=cfg.mask_prompt_logit, prompt_dilation=cfg.prompt_dilation)
     out = self._outputs(res["low_res_masks"], res["scores"], inputs)
     out["redetected"] = res["redetected"]
     return out

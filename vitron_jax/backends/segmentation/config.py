@@ -207,7 +207,8 @@ class SamConfig:
     """A transformers-loadable `config.json` dictionary (`SamModel.from_pretrained`)."""
     vd = dataclasses.asdict(self.vision)
     vd["global_attn_indexes"] = list(self.vision.global_attn_indexes)
-    vd.update(model_type="sam_vision_model", mlp_ratio=self.vision.mlp_dim / self.vision.hidden_size,
+    vd.update(model_type="sam_vision_model",
+              mlp_ratio=self.vision.mlp_dim / self.vision.hidden_size,
               attention_dropout=0.0, initializer_range=1e-10)
     pd = dataclasses.asdict(self.prompt)
     pd.update(model_type="sam_prompt_encoder")
@@ -245,8 +246,9 @@ class SegmentationConfig:
   * `multimask_output`: decode 3 masks and train with the minimum loss (SAM's ambiguity
     handling); False decodes the single-mask token (unambiguous referring prompts).
   * `mask_prompt_logit`: magnitude of the logits a binary mask becomes as a dense prompt.
-  * `video_rollout`: train the video backend on its own tracking rollout (each frame prompted
-    by the previous *predicted* mask) instead of teacher forcing with ground-truth masks.
+  * `prompt_dilation`: tracking dilates the previous mask by this many low-res cells before it
+    becomes the next frame's dense prompt (the decoder has no local spatial mixing, so the
+    prompt must cover where the object moved); the video loss does the same to its prompts.
   """
   sam: SamConfig = dataclasses.field(default_factory=SamConfig)
   num_signal_tokens: int = 4
@@ -259,7 +261,7 @@ class SegmentationConfig:
   iou_weight: float = 1.0
   mask_threshold: float = 0.0
   mask_prompt_logit: float = 10.0
-  video_rollout: bool = False
+  prompt_dilation: int = 0
 
   def __post_init__(self):
     if self.routing not in ROUTING_MODES:

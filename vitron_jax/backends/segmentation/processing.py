@@ -193,13 +193,21 @@ def preprocess_masks(masks, sizes: ImageSizes, name: str = "masks") -> np.ndarra
 
 
 def mask_to_prompt(masks, sizes: ImageSizes, config: SamConfig, logit: float = 10.0,
-                   name: str = "masks") -> np.ndarray:
-  """Binary masks `[B, H, W]` at input resolution -> low-res prompt logits `[B, 4E, 4E]`."""
+                   name: str = "masks", dilation: int = 0) -> np.ndarray:
+  """Binary masks `[B, H, W]` at input resolution -> low-res prompt logits `[B, 4E, 4E]`
+  (`dilation`: grow the mask by that many low-res cells, as tracking does)."""
   m = preprocess_masks(masks, sizes, name)
   lr = config.low_res_size
   f = sizes.model // lr
-  pooled = m.reshape(m.shape[:-2] + (lr, f, lr, f)).mean(axis=(-3, -1))
-  return np.where(pooled > 0.5, logit, -logit).astype(np.float32)
+  pooled = m.reshape(m.shape[:-2] + (lr, f, lr, f)).mean(axis=(-3, -1)) > 0.5
+  if dilation > 0:
+    k = 2 * dilation + 1
+    padded = np.pad(pooled, [(0, 0)] * (pooled.ndim - 2) + [(dilation, dilation)] * 2)
+    pooled = np.zeros_like(pooled)
+    for dy in range(k):
+      for dx in range(k):
+        pooled |= padded[..., dy:dy + lr, dx:dx + lr]
+  return np.where(pooled, logit, -logit).astype(np.float32)
 
 
 def upscale_logits(low_res: jax.Array, sizes: ImageSizes) -> jax.Array:

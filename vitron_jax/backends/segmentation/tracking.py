@@ -1,10 +1,12 @@
 """Segment and track one object per video through a clip with the SAM decoder plus memory.
 
 Frame 0 is segmented from its prompts (a first-frame mask prompt, points, boxes and/or the
-signal tokens). On every later frame the previous frame's mask (binarised, as
-`+-prompt_logit` low-resolution logits) is the dense prompt and the signal tokens are applied
-again; when the previous mask is empty (the object vanished) the dense prompt falls back to the
-learned no-mask embedding, so the frame is re-detected from the signal prompts alone.
+signal tokens). On every later frame the previous frame's mask (binarised, optionally dilated
+by `prompt_dilation` low-res cells so that it covers where the object can have moved, as
+`+-prompt_logit` low-resolution logits; with dilation the first-frame mask prompt is treated
+the same way) is the dense prompt and the signal tokens are applied again; when the previous
+mask is empty (the object vanished) the dense prompt falls back to the learned no-mask
+embedding, so the frame is re-detected from the signal prompts alone.
 
 Pure and jit-able: frames are encoded in one batch and the recurrence is a `lax.scan`.
 
@@ -12,7 +14,7 @@ Shapes: pixels `[B, T, S, S, 3]`, first-frame mask prompt `[B, 4E, 4E]`, points 
 boxes `[B, 1, 4]`, signal tokens `[B, K, C]` -> low-res logits `[B, T, 4E, 4E]` of the best
 mask, scores `[B, T]`, redetected `[B, T]` (True where the frame was re-detected from the
 signal prompts), and every decoded mask `all_masks [B, T, M, 4E, 4E]` with `all_iou [B, T, M]`
-(for training on the tracker's own rollout; the recurrence carries no gradient).
+(the recurrence itself carries no gradient: the carried mask is binarised).
 """
 from __future__ import annotations
 
@@ -32,16 +34,28 @@ def select_best(masks: jax.Array, iou: jax.Array) -> tuple[jax.Array, jax.Array]
   return m, s
 
 
-def binary_prompt(low_res: jax.Array, threshold: float, logit: float) -> jax.Array:
-  """Low-res logits -> binarised prompt logits (`+logit` inside the mask, `-logit` outside)."""
-  return jnp.where(low_res > threshold, logit, -logit).astype(jnp.float32)
+def dilate(mask: jax.Array, radius: int) -> jax.Array:
+  """Binary dilation of `[..., h, w]` masks with a `(2r+1)^2` square."""
+  if radius <= 0:
+    return mask
+  k = 2 * radius + 1
+  lead = (1,) * (mask.ndim - 2)
+  return jax.lax.reduce_window(mask, False, jax.lax.bitwise_or, lead + (k, k), lead + (1, 1),
+                               "SAME")
+
+
+def binary_prompt(low_res: jax.Array, threshold: float, logit: float,
+                  dilation: int = 0) -> jax.Array:
+  """Low-res logits -> binarised prompt logits (`+logit` inside the mask, dilated by
+  `dilation` cells, `-logit` outside)."""
+  return jnp.where(dilate(low_res > threshold, dilation), logit, -logit).astype(jnp.float32)
 
 
 def track(sam: SamModel, params: Any, pixels: jax.Array, *,
           first_mask_prompt: jax.Array | None = None, points: jax.Array | None = None,
           labels: jax.Array | None = None, boxes: jax.Array | None = None,
           signal: jax.Array | None = None, multimask_output: bool = False,
-          threshold: float = 0.0, prompt_logit: float = 10.0,
+          threshold: float = 0.0, prompt_logit: float = 10.0, prompt_dilation: int = 0,
           image_embeddings: jax.Array | None = None) -> dict[str, jax.Array]:
   """Track through `pixels` `[B, T, S, S, 3]` (or precomputed `image_embeddings`
   `[B, T, E, E, C]`); see the module docstring for the prompts and outputs."""
@@ -66,6 +80,10 @@ def track(sam: SamModel, params: Any, pixels: jax.Array, *,
     flat = apply(SamModel.embed_image, pixels.reshape((b * t,) + pixels.shape[2:]))
     image_embeddings = flat.reshape((b, t) + flat.shape[1:])
 
+  if first_mask_prompt is not None and prompt_dilation > 0:
+    # The first mask is prompted like every later one: binarised and dilated.
+    first_mask_prompt = binary_prompt(first_mask_prompt, threshold, prompt_logit,
+                                      prompt_dilation)
   masks0, iou0 = apply(SamModel.decode, image_embeddings[:, 0], points, labels, boxes,
                        first_mask_prompt, signal, multimask_output)
   masks0, iou0 = masks0[:, 0], iou0[:, 0]  # one object: [B, M, h, w], [B, M]
@@ -78,7 +96,8 @@ def track(sam: SamModel, params: Any, pixels: jax.Array, *,
   def step(prev, emb):
     prev = jax.lax.stop_gradient(prev)
     vanished = ~(prev > threshold).any(axis=(-2, -1))  # [B]
-    dense = apply(SamModel.encode_dense, binary_prompt(prev, threshold, prompt_logit), b)
+    dense = apply(SamModel.encode_dense,
+                  binary_prompt(prev, threshold, prompt_logit, prompt_dilation), b)
     dense = jnp.where(vanished[:, None, None, None], no_mask, dense)
     masks, iou = apply(SamModel.decode_dense, emb, dense, None, None, None, signal,
                        multimask_output)
