@@ -24,8 +24,9 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -e '.[test]'
 	touch $@ $(VENV)/.installed-main
 
+DEMO_WORKDIR ?= runs/demo
 demo: $(VENV)/.installed-main
-	$(PY) -m vitron_jax.demo
+	$(VENV)/bin/vitron-train --config=experiments/lm_synthetic.py --workdir=$(DEMO_WORKDIR)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)

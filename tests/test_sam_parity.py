@@ -45,7 +45,8 @@ def _flax_kwargs(case, prompts):
               mask_prompt=None if "input_masks" not in a else a["input_masks"][:, 0])
 
 
-@pytest.fixture(scope="module", params=["A", "B"])
+@pytest.fixture(scope="module",
+                params=["A", pytest.param("B", marks=pytest.mark.slow)])
 def reference(request):
   hf = tiny_hf_sam(request.param, seed=1 if request.param == "A" else 2)
   config = SamConfig.from_hf_dict(hf.config.to_dict())

@@ -117,6 +117,7 @@ def test_masks_to_boxes_and_losses():
   assert float(loss) < 1e-3
 
 
+@pytest.mark.slow  # two full compiles, one of them SPMD over 8 devices (~70 s on 2 cores)
 def test_loss_is_jittable_and_shards(params):
   be = SegmentImageBackend(CFG)
   r = np.random.default_rng(2)

@@ -119,7 +119,7 @@ def interpolate_position_embedding(pos: jax.Array, grid: tuple[int, int]) -> jax
   return jnp.concatenate([pos[:1], patch], axis=0)
 
 
-def _layer_index(select_layer: int, num_layers: int) -> int:
+def layer_index(select_layer: int, num_layers: int) -> int:
   idx = select_layer + num_layers + 1 if select_layer < 0 else select_layer
   if not 0 <= idx <= num_layers:
     raise ValueError(f"select_layer must be in [-{num_layers + 1}, {num_layers}] (0 = "
@@ -170,7 +170,7 @@ class CLIPVisionModel(nn.Module):
     """
     n = self.config.num_hidden_layers
     many = not isinstance(select_layer, (int, np.integer))
-    idx = [_layer_index(int(s), n) for s in (select_layer if many else [select_layer])]
+    idx = [layer_index(int(s), n) for s in (select_layer if many else [select_layer])]
     if not idx:
       raise ValueError("select_layer must name at least one layer")
     x = self._embed(pixel_values, interpolate_pos_encoding)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vitron_jax.models.clip import CLIPVisionModel, _layer_index
+from vitron_jax.models.clip import CLIPVisionModel, layer_index
 from vitron_jax.models.clip_config import CLIPVisionConfig
 from vitron_jax.models.projector import Projector, projector_depth
 from vitron_jax.models.region_encoder import RegionEncoder, tokens_per_region
@@ -57,9 +57,9 @@ class FrontendConfig:
       object.__setattr__(self, "vision", CLIPVisionConfig(**self.vision))
     object.__setattr__(self, "region_layers", tuple(int(i) for i in self.region_layers))
     n = self.vision.num_hidden_layers
-    _layer_index(self.select_layer, n)
+    layer_index(self.select_layer, n)
     for i in self.region_layers:
-      _layer_index(i, n)
+      layer_index(i, n)
     if not self.region_layers:
       raise ValueError("FrontendConfig.region_layers must name at least one ViT layer")
     if self.select_feature not in SELECT_FEATURES:

@@ -111,6 +111,13 @@ class MetricsLog:
     if not self.primary:
       return out
     self._write({"kind": "train", "step": step, **out, **extra})
+    line = f"step {step:6d}  loss {out.get('loss', float('nan')):.4f}"
+    if "tokens_per_s" in out:
+      line += f"  {out['tokens_per_s']:.0f} tok/s"
+    if self._bar is not None:
+      self._bar.write(line)
+    else:
+      print(line, flush=True)
     if self._tb is not None:
       self._tb.scalars(step, {f"train/{k}": v for k, v in out.items()})
     if self._bar is not None:
