@@ -76,3 +76,18 @@ def test_export_refuses_other_kind_and_bad_usage(tmp_path, capsys):
   assert cli.main(["frobnicate"]) == 2
   with pytest.raises(FileNotFoundError, match="not a vitron-convert checkpoint"):
     cli.load_checkpoint(tmp_path / "hf")
+
+
+def test_vae_import_export_roundtrip(tmp_path):
+  import diffusers
+  torch.manual_seed(2)
+  ref = diffusers.AutoencoderKL(block_out_channels=(8, 16), down_block_types=(
+      "DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                                norm_num_groups=4, layers_per_block=1, sample_size=16).eval()
+  ref.save_pretrained(tmp_path / "hf")
+  assert cli.main(["import", "vae", str(tmp_path / "hf"), str(tmp_path / "ckpt")]) == 0
+  assert cli.main(["export", "vae", str(tmp_path / "ckpt"), str(tmp_path / "out")]) == 0
+  back = diffusers.AutoencoderKL.from_pretrained(tmp_path / "out").eval()
+  z = torch.randn(1, 4, 8, 8)
+  with torch.no_grad():
+    np.testing.assert_array_equal(back.decode(z).sample.numpy(), ref.decode(z).sample.numpy())

@@ -9,3 +9,6 @@ from vitron_jax.convert.tree import WeightsMismatchError, check_keys
 from vitron_jax.convert.llama import load_llama, save_llama
 from vitron_jax.convert.clip import (load_clip_vision, save_clip_vision, load_clip_text,
                                      save_clip_text)
+from vitron_jax.convert.diffusers import (load_vae, save_vae, load_unet2d, save_unet2d,
+                                          load_unet3d, save_unet3d, load_i2vgen_unet,
+                                          save_i2vgen_unet)
