@@ -91,3 +91,14 @@ def test_vae_import_export_roundtrip(tmp_path):
   z = torch.randn(1, 4, 8, 8)
   with torch.no_grad():
     np.testing.assert_array_equal(back.decode(z).sample.numpy(), ref.decode(z).sample.numpy())
+
+
+def test_every_kind_is_importable_and_builtin_backends_resolve():
+  from vitron_jax.backends.base import REGISTRY
+  from vitron_jax.convert.kinds import KINDS
+  from vitron_jax.protocol.tokens import MODULES
+  for kind in KINDS.values():
+    assert callable(kind.load_fn()) and callable(kind.save_fn()), kind.name
+  assert REGISTRY.modules() == sorted(MODULES)
+  for module in MODULES:
+    assert REGISTRY.factory(module).module == module

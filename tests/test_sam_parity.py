@@ -97,7 +97,7 @@ def test_parity_with_transformers(reference):
 
 def test_export_to_transformers_and_back(reference, tmp_path):
   hf, config, params = reference
-  save_sam(params, config, tmp_path / "ours")
+  save_sam(SamModel(config), params, tmp_path / "ours")
   reloaded = HFSamModel.from_pretrained(tmp_path / "ours").eval()
   s = config.image_size
   nchw = np.random.default_rng(5).normal(size=(2, 3, s, s)).astype(np.float32)
@@ -109,8 +109,8 @@ def test_export_to_transformers_and_back(reference, tmp_path):
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   # And transformers' own save_pretrained folder loads back to the same Flax parameters.
   hf.save_pretrained(tmp_path / "theirs")
-  loaded, cfg2 = load_sam(tmp_path / "theirs")
-  assert cfg2 == config
+  module, loaded = load_sam(tmp_path / "theirs")
+  assert module.config == config
   flat_a = jax.tree_util.tree_leaves_with_path(params)
   flat_b = dict(jax.tree_util.tree_leaves_with_path(loaded))
   assert len(flat_a) == len(flat_b)

@@ -26,9 +26,11 @@ def params():
 
 
 def test_registry_and_condition_shapes():
-  assert isinstance(REGISTRY.create("seg_image", CFG), SegmentImageBackend)
-  video = REGISTRY.create("seg_video", CFG)
-  assert isinstance(video, SegmentVideoBackend) and video.module == "seg_video"
+  assert isinstance(REGISTRY.create("segment_image", CFG), SegmentImageBackend)
+  with pytest.raises(KeyError, match="no backend registered for module 'seg_image'"):
+    REGISTRY.create("seg_image", CFG)  # the token's short name is not a module name
+  video = REGISTRY.create("segment_video", CFG)
+  assert isinstance(video, SegmentVideoBackend) and video.module == "segment_video"
   assert video.condition_shape == (K, C)
   hybrid = SegmentationConfig(sam=CFG.sam, num_signal_tokens=K, routing="hybrid", text_dim=8,
                               text_heads=2)

@@ -12,3 +12,4 @@ from vitron_jax.convert.clip import (load_clip_vision, save_clip_vision, load_cl
 from vitron_jax.convert.diffusers import (load_vae, save_vae, load_unet2d, save_unet2d,
                                           load_unet3d, save_unet3d, load_i2vgen_unet,
                                           save_i2vgen_unet)
+from vitron_jax.convert.sam import load_sam, save_sam

@@ -47,6 +47,16 @@ def _build(model_path: str, config_path: str):
   return build
 
 
+def _describe_sam(module) -> dict:
+  return {"hf_config": module.config.to_hf_dict(), "dtype": module.config.dtype}
+
+
+def _build_sam(desc: dict):
+  config = _fn("vitron_jax.backends.segmentation.config:SamConfig").from_hf_dict(
+      desc["hf_config"], dtype=desc.get("dtype", "float32"))
+  return _fn("vitron_jax.backends.segmentation.sam:SamModel")(config)
+
+
 KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind("llama", "vitron_jax.convert.llama:load_llama", "vitron_jax.convert.llama:save_llama",
          _describe_config,
@@ -82,6 +92,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
          _build("vitron_jax.backends.diffusion.i2vgen:I2VGenXLUNet",
                 "vitron_jax.backends.diffusion.i2vgen:I2VGenXLConfig"),
          "diffusers I2VGenXLUNet folder"),
+    Kind("sam", "vitron_jax.convert.sam:load_sam", "vitron_jax.convert.sam:save_sam",
+         _describe_sam, _build_sam, "transformers SamModel folder"),
 ]}
 
 

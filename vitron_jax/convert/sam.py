@@ -1,7 +1,7 @@
 """SAM weights: transformers `SamModel` folders <-> Flax parameter trees (safetensors only).
 
-    params, config = load_sam("path/to/sam")      # config.json + model.safetensors (or shards)
-    save_sam(params, config, "out/")              # loadable by SamModel.from_pretrained("out/")
+    module, params = load_sam("path/to/sam")      # config.json + model.safetensors (or shards)
+    save_sam(module, params, "out/")              # loadable by SamModel.from_pretrained("out/")
 
 The Flax tree mirrors the PyTorch names, so the mapping is mechanical: `a/layers_3/b/kernel`
 <-> `a.layers.3.b.weight`; Linear kernels are transposed, Conv2d kernels go `[O, I, kh, kw]` <->
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitron_jax.backends.segmentation.config import SamConfig
-from vitron_jax.backends.segmentation.sam import init_sam_params
+from vitron_jax.backends.segmentation.sam import SamModel, init_sam_params
 from vitron_jax.convert.safetensors_io import WeightsError, read_weights, write_weights
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 
@@ -116,27 +116,37 @@ def params_to_hf(params: Any) -> dict[str, np.ndarray]:
   return out
 
 
-def load_sam(folder: str | os.PathLike, dtype: Any = jnp.float32,
-             **config_overrides) -> tuple[dict[str, Any], SamConfig]:
-  """Read a transformers SAM folder (`config.json` + safetensors) into (params, config)."""
-  folder = pathlib.Path(folder)
+def load_sam(path: str | os.PathLike, *, param_dtype: Any = jnp.float32,
+             dtype: Any = jnp.float32) -> tuple[SamModel, dict[str, Any]]:
+  """transformers SAM folder (`config.json` + safetensors) -> `(SamModel, params)`; use as
+  `module.apply({"params": params}, pixels, ...)`. `dtype` is the compute dtype."""
+  folder = pathlib.Path(path)
   cfg_path = folder / "config.json"
   if not cfg_path.is_file():
     raise WeightsError(f"SAM folder {str(folder)!r} has no config.json")
   with open(cfg_path) as f:
-    config = SamConfig.from_hf_dict(json.load(f), **config_overrides)
+    config = SamConfig.from_hf_dict(json.load(f), dtype=jnp.dtype(dtype).name)
   tensors = read_weights(folder)
-  return params_from_hf(tensors, config, where=str(folder), dtype=dtype), config
+  return SamModel(config), params_from_hf(tensors, config, where=str(folder), dtype=param_dtype)
 
 
-def save_sam(params: Any, config: SamConfig, folder: str | os.PathLike,
-             max_shard_bytes: int | None = None) -> list[pathlib.Path]:
-  """Write `config.json` and safetensors weights that `SamModel.from_pretrained` loads."""
+def save_sam(module: SamModel, params: Any, path: str | os.PathLike, *,
+             max_shard_bytes: int | None = None, dtype: Any = None) -> pathlib.Path:
+  """Write a folder that `transformers.SamModel.from_pretrained` loads: `config.json` and
+  safetensors weights (sharded past `max_shard_bytes`). `params` is the variables dict or the
+  bare tree; `dtype` casts the stored tensors (default: as they are). Returns the folder."""
+  config = module.config
+  if isinstance(params, dict) and set(params) == {"params"}:
+    params = params["params"]
   tensors = params_to_hf(params)
+  if dtype is not None:
+    tensors = {k: v.astype(dtype) for k, v in tensors.items()}
   check_keys(tensors, hf_expected_shapes(config), "params given to save_sam")
-  folder = pathlib.Path(folder)
-  paths = write_weights(tensors, folder, max_shard_bytes=max_shard_bytes)
+  folder = pathlib.Path(path)
+  write_weights(tensors, folder, max_shard_bytes=max_shard_bytes)
+  hf = config.to_hf_dict()
+  hf["dtype"] = str(np.dtype(dtype).name) if dtype is not None else "float32"
   tmp = folder / "config.json.tmp"
-  tmp.write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True))
+  tmp.write_text(json.dumps(hf, indent=2, sort_keys=True))
   os.replace(tmp, folder / "config.json")
-  return paths
+  return folder

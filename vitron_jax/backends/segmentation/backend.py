@@ -1,4 +1,5 @@
-"""The segmentation backends of VITRON (DESIGN.md §4): `seg_image` and `seg_video`.
+"""The segmentation backends of VITRON (DESIGN.md §4): `segment_image` and `segment_video`
+(also registered as `seg_image` / `seg_video`, the module tokens' names).
 
 Parameters: `{"sam": <SamModel params>, "prompts": <SignalPrompts params>}`; the condition is
 `[B, K, C]` sparse prompt tokens (`condition_shape`), or None for purely interactive use.
@@ -37,7 +38,7 @@ TextEncoder = Callable[[Any, jax.Array], jax.Array]
 
 class SegmentImageBackend(Backend):
   """SAM-style promptable segmentation whose prompts include the hybrid head's signal tokens."""
-  module = "seg_image"
+  module = "segment_image"
 
   def __init__(self, config: SegmentationConfig | None = None,
                text_encoder: TextEncoder | None = None):
@@ -187,7 +188,7 @@ class SegmentImageBackend(Backend):
 class SegmentVideoBackend(SegmentImageBackend):
   """Segment and track one object per video: previous mask as dense prompt, signal prompts on
   every frame, re-detection from the signal prompts when the mask vanishes."""
-  module = "seg_video"
+  module = "segment_video"
 
   def _video_embeddings(self, params: Params, inputs: Batch) -> jax.Array:
     src = inputs.get("image_embeddings", inputs.get("pixel_values"))
@@ -276,5 +277,8 @@ class SegmentVideoBackend(SegmentImageBackend):
                          mask_prompt, target_masks)
 
 
-REGISTRY.register("seg_image", SegmentImageBackend)
-REGISTRY.register("seg_video", SegmentVideoBackend)
+# Protocol module names (base.BUILTIN_BACKENDS imports this file for them).
+for _name, _cls in (("segment_image", SegmentImageBackend),
+                    ("segment_video", SegmentVideoBackend)):
+  if _name not in REGISTRY:
+    REGISTRY.register(_name, _cls)
