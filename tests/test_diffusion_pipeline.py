@@ -412,3 +412,31 @@ def test_image_to_video_matches_i2vgen_pipeline(components, video_components, po
                             num_inference_steps=steps, guidance_scale=g)
   got = run(params, ids(tok, ["a cat"]), ids(tok, [""]), image, jnp.asarray(noise))
   np.testing.assert_allclose(np.asarray(got["videos"]), want, atol=1e-3)
+
+
+def test_whole_pipeline_folder_loads_and_matches_diffusers(components, tmp_path):
+  from vitron_jax.convert import load_diffusion_pipeline
+  from vitron_jax.convert.safetensors_io import WeightsError
+  theirs = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+  pipe = StableDiffusionPipeline(
+      vae=components["vae"], text_encoder=components["text"], tokenizer=components["tok"],
+      unet=components["unet"], scheduler=theirs, safety_checker=None, feature_extractor=None,
+      requires_safety_checker=False)
+  pipe.set_progress_bar_config(disable=True)
+  pipe.save_pretrained(tmp_path / "pipe")
+  models, params = load_diffusion_pipeline(tmp_path / "pipe")
+  assert models.scheduler.kind == "ddim" and models.image_encoder is None
+  tok = transformers.CLIPTokenizer.from_pretrained(tmp_path / "pipe" / "tokenizer")
+  noise = np.random.default_rng(3).standard_normal((1, 8, 8, 4)).astype(np.float32)
+  with torch.no_grad():
+    want = pipe(["a cat"], num_inference_steps=3, guidance_scale=4.0, output_type="latent",
+                latents=torch.from_numpy(noise).permute(0, 3, 1, 2), height=16,
+                width=16).images.permute(0, 2, 3, 1).numpy()
+  cond = P.encode_prompt(models, params, ids(tok, ["a cat"]))
+  uncond = P.encode_prompt(models, params, ids(tok, [""]))
+  got = P.text_to_image(models, params, cond, uncond, noise=jnp.asarray(noise),
+                        num_inference_steps=3, guidance_scale=4.0)
+  np.testing.assert_allclose(np.asarray(got["latents"]), want, atol=1e-3, rtol=1e-3)
+  with pytest.raises(WeightsError, match="no model_index.json"):
+    load_diffusion_pipeline(tmp_path)

@@ -16,11 +16,19 @@ BASE = dict(sample_size=16, out_channels=4, block_out_channels=(32, 64), layers_
             norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_type="gated")
+# A second shape per variant: cross-attention in both down blocks, per-block head counts,
+# a wider context, linear vs conv projections swapped.
+BASE_B = dict(BASE, block_out_channels=(16, 32), cross_attention_dim=24,
+              attention_head_dim=(2, 4),
+              down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+              up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 CONFIGS = {
     "generation": dict(BASE, in_channels=4),
+    "generation_b": dict(BASE_B, in_channels=4, use_linear_projection=True),
     # latents (4) + masked image latents (4) + mask (1), as StableDiffusionGLIGENPipeline.
     "inpainting": dict(BASE, in_channels=9, use_linear_projection=True,
                        attention_head_dim=(2, 4)),
+    "inpainting_b": dict(BASE_B, in_channels=9),
 }
 
 
@@ -50,7 +58,7 @@ def _build(config):
   return ref, model, params
 
 
-def _inputs(in_channels, n_obj=3, seed=0):
+def _inputs(in_channels, n_obj=3, seed=0, dim=32):
   rng = np.random.default_rng(seed)
   latents = rng.normal(size=(2, 16, 16, 4)).astype(np.float32)
   if in_channels == 9:
@@ -60,9 +68,9 @@ def _inputs(in_channels, n_obj=3, seed=0):
     latents = np.concatenate([latents, image_latents * keep, keep], axis=-1)
   xy0 = rng.uniform(0, 0.5, (2, n_obj, 2))
   boxes = np.concatenate([xy0, xy0 + rng.uniform(0.1, 0.5, (2, n_obj, 2))], -1).astype(np.float32)
-  phrases = rng.normal(size=(2, n_obj, 32)).astype(np.float32)
+  phrases = rng.normal(size=(2, n_obj, dim)).astype(np.float32)
   masks = np.array([[1, 1, 0], [1, 0, 0]], np.float32)[:, :n_obj]
-  ctx = rng.normal(size=(2, 6, 32)).astype(np.float32)
+  ctx = rng.normal(size=(2, 6, dim)).astype(np.float32)
   t = np.array([3, 700], np.int64)
   return latents, t, ctx, boxes, phrases, masks
 
@@ -82,7 +90,8 @@ def _torch(ref, sample, t, ctx, boxes=None, phrases=None, masks=None):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_gligen_matches_diffusers(name):
   ref, model, params = _build(CONFIGS[name])
-  sample, t, ctx, boxes, phrases, masks = _inputs(model.config.in_channels)
+  sample, t, ctx, boxes, phrases, masks = _inputs(model.config.in_channels,
+                                                  dim=model.config.cross_attention_dim)
   want = _torch(ref, sample, t, ctx, boxes, phrases, masks)
   apply = jax.jit(lambda p, x, t, c, g: model.apply(p, x, t, c, gligen=g))
   got = apply(params, sample, t, ctx, GligenInputs(boxes, phrases, masks, jnp.asarray(True)))

@@ -13,3 +13,4 @@ from vitron_jax.convert.diffusers import (load_vae, save_vae, load_unet2d, save_
                                           load_unet3d, save_unet3d, load_i2vgen_unet,
                                           save_i2vgen_unet)
 from vitron_jax.convert.sam import load_sam, save_sam
+from vitron_jax.convert.diffusers_pipeline import load_diffusion_pipeline
