@@ -14,19 +14,12 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 
 from vitron_jax.convert.kinds import KINDS, get_kind
+from vitron_jax.convert.safetensors_io import write_json
 
 FORMAT_VERSION = 1
 USAGE = __doc__
-
-
-def _write_json(path: pathlib.Path, obj) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def import_folder(kind: str, src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
@@ -42,8 +35,8 @@ def import_folder(kind: str, src: str | os.PathLike, dst: str | os.PathLike) -> 
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(dst / "params", params)
   ckptr.wait_until_finished()
-  _write_json(dst / "model.json", {"kind": kind, "format_version": FORMAT_VERSION,
-                                   "description": k.describe(module)})
+  write_json({"kind": kind, "format_version": FORMAT_VERSION,
+              "description": k.describe(module)}, dst / "model.json")
   return dst
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -29,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.convert.safetensors_io import WeightsError, read_weights, write_weights
+from vitron_jax.convert.safetensors_io import (WeightsError, read_weights, write_json,
+                                               write_weights)
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 from vitron_jax.models.clip import CLIPTextModel, CLIPVisionModel
 from vitron_jax.models.clip_config import CLIPTextConfig, CLIPVisionConfig
@@ -199,10 +199,7 @@ def _save(module: nn.Module, params: Any, path: str | os.PathLike, kind: str,
   cfg["dtype"] = str(next(iter(tensors.values())).dtype)
   path.mkdir(parents=True, exist_ok=True)
   write_weights(tensors, path, filename="model.safetensors", max_shard_bytes=max_shard_bytes)
-  fd, tmp = tempfile.mkstemp(dir=path, prefix="config.json", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(cfg, f, indent=2, sort_keys=True)
-  os.replace(tmp, path / "config.json")
+  write_json(cfg, path / "config.json")
   return path
 
 

@@ -27,7 +27,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vitron_jax.convert.safetensors_io import WeightsError, read_weights, write_weights
+from vitron_jax.convert.safetensors_io import (WeightsError, read_weights, write_json,
+                                               write_weights)
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -135,10 +136,7 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def _write_config(cfg: dict, path: pathlib.Path) -> None:
-  path.mkdir(parents=True, exist_ok=True)
-  tmp = path / (CONFIG_NAME + ".tmp")
-  tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path / CONFIG_NAME)
+  write_json(cfg, path / CONFIG_NAME)
 
 
 def _load(path, config_cls, module_fn: Callable, init_args_fn: Callable, dtype, kind: str):

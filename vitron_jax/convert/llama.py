@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -20,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.convert.safetensors_io import WeightsError, read_weights, write_weights
+from vitron_jax.convert.safetensors_io import (WeightsError, read_weights, write_json,
+                                               write_weights)
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 from vitron_jax.models.llama import Llama, LlamaConfig
 
@@ -148,8 +148,5 @@ def save_llama(module: Llama, params: Mapping[str, Any], path: str | os.PathLike
   path.mkdir(parents=True, exist_ok=True)
   files = write_weights(tensors, path, filename="model.safetensors",
                         max_shard_bytes=max_shard_bytes)
-  fd, tmp = tempfile.mkstemp(dir=path, prefix="config.json", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(config.to_hf_dict(), f, indent=2, sort_keys=True)
-  os.replace(tmp, path / "config.json")
+  write_json(config.to_hf_dict(), path / "config.json")
   return files

@@ -105,6 +105,22 @@ def _atomic_save(tensors: Mapping[str, np.ndarray], path: pathlib.Path, metadata
       os.remove(tmp)
 
 
+def write_json(obj, path: str | os.PathLike) -> pathlib.Path:
+  """Write `obj` as indented JSON atomically (temp file + rename), creating the folder."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
 def write_weights(tensors: Mapping[str, np.ndarray], folder: str | os.PathLike,
                   filename: str = "model.safetensors",
                   max_shard_bytes: int | None = None) -> list[pathlib.Path]:
@@ -134,8 +150,5 @@ def write_weights(tensors: Mapping[str, np.ndarray], folder: str | os.PathLike,
     paths.append(folder / name)
     weight_map.update({k: name for k in shard})
   index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-  idx_path = folder / f"{filename}.index.json"
-  tmp = idx_path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-  os.replace(tmp, idx_path)
+  write_json(index, folder / f"{filename}.index.json")
   return paths

@@ -23,7 +23,8 @@ import numpy as np
 
 from vitron_jax.backends.segmentation.config import SamConfig
 from vitron_jax.backends.segmentation.sam import SamModel, init_sam_params
-from vitron_jax.convert.safetensors_io import WeightsError, read_weights, write_weights
+from vitron_jax.convert.safetensors_io import (WeightsError, read_weights, write_json,
+                                               write_weights)
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 
 TIED_COPY = "prompt_encoder.shared_embedding.positional_embedding"
@@ -146,7 +147,5 @@ def save_sam(module: SamModel, params: Any, path: str | os.PathLike, *,
   write_weights(tensors, folder, max_shard_bytes=max_shard_bytes)
   hf = config.to_hf_dict()
   hf["dtype"] = str(np.dtype(dtype).name) if dtype is not None else "float32"
-  tmp = folder / "config.json.tmp"
-  tmp.write_text(json.dumps(hf, indent=2, sort_keys=True))
-  os.replace(tmp, folder / "config.json")
+  write_json(hf, folder / "config.json")
   return folder

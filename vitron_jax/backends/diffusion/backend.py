@@ -33,7 +33,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vitron_jax.backends.base import REGISTRY, Backend
 from vitron_jax.backends.diffusion import pipelines as P
