@@ -5,13 +5,16 @@
 
 Prints, for one width (default hidden 512, 8 layers, 8 heads / 4 kv heads, ffn 1376, vocab
 32000, batch 4 x 512 tokens, fp32, AdamW):
-* train step seconds for ours (optax AdamW, jit, donated state) and PyTorch (torch AdamW);
+* train step seconds for ours (optax AdamW, jit, donated state) and PyTorch (torch AdamW),
+  medians over steps timed alternately (ours, torch, ours, ...) so load changes hit both;
 * our achieved GFLOP/s, counted as 6 * N * tokens + 12 * L * T * d_attn * tokens (N = matmul
   parameters incl. lm_head, embedding lookup excluded; attention score/value matmuls counted
   without the causal saving), and its fraction of a `jnp.dot` peak measured here;
 * greedy decoding tokens/s at batch 1 (ours: `generate`; PyTorch: `generate`);
 * compile seconds of our train step for two depths of the same width (scanned layers).
-Wall-clock figures on a shared CPU are noisy; this is a script, never a test.
+Our model runs with `--remat dots_saveable` and `--attention_chunk 128` by default (the fastest
+settings measured on a 2-core CPU; both are exact). Wall-clock figures on a shared CPU are
+noisy; this is a script, never a test.
 """
 from __future__ import annotations
 
@@ -110,50 +113,60 @@ def make_train_step(module: Llama, tx):
   return step
 
 
-def bench_ours_train(a, ids_np):
-  cfg = config(a)
-  module = Llama(cfg)
-  tx = optax.adamw(1e-4, weight_decay=0.0)
-  ids = jnp.asarray(ids_np)
-  params = jax.jit(lambda k: nn.meta.unbox(module.init(k, ids[:1, :8])["params"]))(
-      jax.random.key(0))
-  opt_state = tx.init(params)
-  step = jax.jit(make_train_step(module, tx), donate_argnums=(0, 1))
-  t = time.perf_counter()
-  params, opt_state, loss = step(params, opt_state, ids)
-  jax.block_until_ready(loss)
-  first = time.perf_counter() - t
-  for _ in range(a.warmup):
-    params, opt_state, loss = step(params, opt_state, ids)
-  jax.block_until_ready(loss)
-  t = time.perf_counter()
-  for _ in range(a.steps):
-    params, opt_state, loss = step(params, opt_state, ids)
-  jax.block_until_ready(loss)
-  return (time.perf_counter() - t) / a.steps, first, float(loss), module, params
+class OursTrain:
+  """Our jitted train step (donated params/optimizer state); `run()` does one step."""
+
+  def __init__(self, a, ids_np):
+    self.module = Llama(config(a))
+    tx = optax.adamw(1e-4, weight_decay=0.0)
+    self.ids = jnp.asarray(ids_np)
+    self.params = jax.jit(
+        lambda k: nn.meta.unbox(self.module.init(k, self.ids[:1, :8])["params"]))(
+            jax.random.key(0))
+    self.opt_state = tx.init(self.params)
+    self.step = jax.jit(make_train_step(self.module, tx), donate_argnums=(0, 1))
+    self.loss = None
+
+  def run(self) -> float:
+    self.params, self.opt_state, loss = self.step(self.params, self.opt_state, self.ids)
+    self.loss = float(loss)  # blocks
+    return self.loss
 
 
-def bench_torch_train(a, ids_np):
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(config(a).to_hf()).train()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-  ids = torch.tensor(ids_np, dtype=torch.long)
+class TorchTrain:
+  """transformers' LlamaForCausalLM with torch.optim.AdamW; `run()` does one step."""
 
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = model(input_ids=ids, labels=ids).loss
+  def __init__(self, a, ids_np):
+    import torch  # pylint: disable=import-outside-toplevel
+    import transformers  # pylint: disable=import-outside-toplevel
+    torch.manual_seed(0)
+    self.model = transformers.LlamaForCausalLM(config(a).to_hf()).train()
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.0)
+    self.ids = torch.tensor(ids_np, dtype=torch.long)
+    self.loss = None
+
+  def run(self) -> float:
+    self.opt.zero_grad(set_to_none=True)
+    loss = self.model(input_ids=self.ids, labels=self.ids).loss
     loss.backward()
-    opt.step()
-    return loss.item()
+    self.opt.step()
+    self.loss = loss.item()
+    return self.loss
 
-  for _ in range(a.warmup):
-    step()
-  t = time.perf_counter()
-  for _ in range(a.steps):
-    loss = step()
-  return (time.perf_counter() - t) / a.steps, loss, model
+
+def time_interleaved(runners: dict[str, Any], warmup: int, steps: int) -> dict[str, float]:
+  """Median seconds per step of each runner, timing their steps alternately so that a load
+  change on a shared machine hits all of them alike."""
+  for r in runners.values():
+    for _ in range(warmup):
+      r.run()
+  times: dict[str, list[float]] = {k: [] for k in runners}
+  for _ in range(steps):
+    for k, r in runners.items():
+      t = time.perf_counter()
+      r.run()
+      times[k].append(time.perf_counter() - t)
+  return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def bench_ours_decode(a, module, params, prompt):
@@ -211,20 +224,31 @@ def main(argv=None):
   peak = dot_peak()
   print(f"jnp.dot peak (2048^3 fp32):           {peak:8.1f} GFLOP/s")
 
-  sec, first, loss, module, params = bench_ours_train(a, ids)
+  ours = OursTrain(a, ids)
+  t = time.perf_counter()
+  ours.run()
+  first = time.perf_counter() - t
+  runners: dict[str, Any] = {"ours": ours}
+  if not a.skip_torch:
+    runners["torch"] = TorchTrain(a, ids)
+  secs = time_interleaved(runners, a.warmup, a.steps)
+  sec = secs["ours"]
   flops = train_flops(cfg, a.batch, a.seq)
-  print(f"ours  train step:                     {sec:8.3f} s/step  (first call incl. compile "
-        f"{first:.1f} s, loss {loss:.3f})")
+  print(f"ours  train step:                     {sec:8.3f} s/step  (median of {a.steps}; first "
+        f"call incl. compile {first:.1f} s; loss {ours.loss:.3f})")
   print(f"ours  achieved:                       {flops / sec / 1e9:8.1f} GFLOP/s = "
         f"{flops / sec / 1e9 / peak:.0%} of the jnp.dot peak  [6*N*tokens + "
         f"12*L*T*d_attn*tokens, N={matmul_params(cfg) / 1e6:.1f}M matmul params, "
         f"{flops / 1e9:.0f} GFLOP/step]")
   torch_model = None
   if not a.skip_torch:
-    tsec, tloss, torch_model = bench_torch_train(a, ids)
-    print(f"torch train step:                     {tsec:8.3f} s/step  (loss {tloss:.3f})")
+    tsec = secs["torch"]
+    torch_model = runners["torch"].model
+    print(f"torch train step:                     {tsec:8.3f} s/step  (median, steps interleaved "
+          f"with ours; loss {runners['torch'].loss:.3f})")
     print(f"ratio torch/ours (>1: ours faster):   {tsec / sec:8.2f}x")
 
+  module, params = ours.module, ours.params
   tps, dfirst = bench_ours_decode(a, module, params, prompt)
   print(f"ours  greedy decode (B=1, prompt {a.prompt}, {a.new_tokens} new): {tps:8.1f} tokens/s "
         f"(first call incl. compile {dfirst:.1f} s)")
