@@ -11,9 +11,7 @@ transpose of every kernel (`vitron_jax.convert.llama`):
 
 With `scan_layers=True` the layers are one `nn.scan`ned block named `layers` whose parameters
 carry a leading `[num_hidden_layers]` axis (logical name "layers"); numerics are identical.
-
 Entry points (all through `module.apply({"params": params}, ..., method=...)`):
-
 * `__call__(input_ids, attention_mask=None, positions=None)` -> logits `[B, T, vocab]`;
 * `forward(input_ids | inputs_embeds, attention_mask, positions, cache, logits)` ->
   `LlamaOutput(logits, hidden_states, cache)`: embeddings in, final-norm hidden states out, a KV
@@ -126,7 +124,6 @@ class LlamaConfig:
       except TypeError as e:
         raise ValueError(f"LlamaConfig.{name} must name a dtype, got {v!r}") from e
 
-  # ---- derived -------------------------------------------------------------------------------
   @property
   def stop_tokens(self) -> tuple[int, ...]:
     e = self.eos_token_id
@@ -135,7 +132,6 @@ class LlamaConfig:
   def replace(self, **kw) -> "LlamaConfig":
     return dataclasses.replace(self, **kw)
 
-  # ---- presets -------------------------------------------------------------------------------
   @classmethod
   def vicuna_7b(cls, **kw) -> "LlamaConfig":
     """Vicuna-7B v1.5 (Llama-2-7B architecture)."""
@@ -146,7 +142,6 @@ class LlamaConfig:
     base.update(kw)
     return cls(**base)
 
-  # ---- our JSON form -------------------------------------------------------------------------
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     if isinstance(d["eos_token_id"], tuple):
@@ -161,7 +156,6 @@ class LlamaConfig:
       raise ValueError(f"LlamaConfig.from_dict: unknown keys {unknown}")
     return cls(**dict(d))
 
-  # ---- Hugging Face form ---------------------------------------------------------------------
   @classmethod
   def from_hf_dict(cls, d: Mapping[str, Any], **runtime) -> "LlamaConfig":
     """From a transformers `config.json` dict (v5 `rope_parameters` or v4 `rope_scaling`)."""
@@ -222,8 +216,7 @@ class LlamaConfig:
     """A `transformers.LlamaConfig` (imports transformers)."""
     import transformers  # pylint: disable=import-outside-toplevel
     d = self.to_hf_dict()
-    d.pop("architectures")
-    d.pop("model_type")
+    del d["architectures"], d["model_type"]
     return transformers.LlamaConfig(**d)
 
 
@@ -249,8 +242,7 @@ def init_cache(config: LlamaConfig, batch_size: int, max_length: int,
           "index": jnp.zeros((), jnp.int32), "pos": jnp.zeros((batch_size,), jnp.int32)}
 
 
-def _constrain(x, names):
-  return nn.with_logical_constraint(x, names)
+_constrain = nn.with_logical_constraint
 
 
 def _tokens_2d(x):
