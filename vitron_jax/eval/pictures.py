@@ -14,6 +14,8 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
+from vitron_jax.eval.boxes import predicted_box
+
 MASK_RGB = np.array([255, 255, 255], np.float64)
 BOX_COLOURS = ((255, 255, 255), (0, 0, 0), (255, 0, 255), (0, 255, 0))
 ROW_FRAMES = 8
@@ -127,6 +129,20 @@ def sample_picture(sample: dict, *, scale: int = 4) -> PIL.Image.Image:
   lines = [f"[{sample.get('task', '?')}/{sample.get('subtask', '?')}] {sample.get('id', '')}"]
   lines += [f"{c['from']}: {c['value']}" for c in sample.get("conversations", [])]
   rows.append(_text(lines, max(width, 320)))
+  return _stack(rows)
+
+
+def answer_picture(sample: dict, answer: str, *, scale: int = 4) -> PIL.Image.Image:
+  """`sample_picture` with a model's answer under it (and its boxes drawn on the input)."""
+  pic = sample_picture(sample, scale=scale)
+  rows = [pic]
+  inputs = sample.get("images") or ([sample["video"][0]] if "video" in sample else [])
+  if inputs:
+    h, w = np.shape(inputs[0])[:2]
+    box = predicted_box(answer, w, h)
+    rows.append(_row([overlay(inputs[0], boxes=[] if box is None else [box],
+                              labels=["answer"], scale=scale)]))
+  rows.append(_text([f"model: {answer}"], pic.width))
   return _stack(rows)
 
 

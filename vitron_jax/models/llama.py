@@ -12,10 +12,10 @@ transpose of every kernel (`vitron_jax.convert.llama`):
 With `scan_layers=True` the layers are one `nn.scan`ned block named `layers` whose parameters
 carry a leading `[num_hidden_layers]` axis (logical name "layers"); numerics are identical.
 Entry points (all through `module.apply({"params": params}, ..., method=...)`):
-* `__call__(input_ids, attention_mask=None, positions=None)` -> logits `[B, T, vocab]`;
-* `forward(input_ids | inputs_embeds, attention_mask, positions, cache, logits)` ->
-  `LlamaOutput(logits, hidden_states, cache)`: embeddings in, final-norm hidden states out, a KV
-  cache in and out (`init_cache`), logits for all / the last / no positions;
+* `__call__(input_ids, attention_mask=None, positions=None, segment_ids=None)` -> logits;
+* `forward(input_ids | inputs_embeds, attention_mask, positions, segment_ids, cache, logits)`
+  -> `LlamaOutput(logits, hidden_states, cache)`: embeddings in, final-norm hidden states out, a
+  KV cache in and out (`init_cache`), logits for all / the last / no positions, packed rows;
 * `embed(ids)` -> `[B, T, embed]` token embeddings (to splice visual tokens in);
 * `logits(hidden)` -> `[B, T, vocab]` from final-norm hidden states.
 """
@@ -28,7 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vitron_jax.nn.attention import causal_mask, dot_product_attention
+from vitron_jax.nn.attention import (causal_mask, dot_product_attention, segment_mask,
+                                     segment_positions)
 from vitron_jax.nn.checks import check_token_ids
 from vitron_jax.nn.layers import Dense, Embed
 from vitron_jax.nn.mlp import ACTIVATIONS, GatedMLP
@@ -396,22 +397,27 @@ class Llama(nn.Module):
     return _constrain(out, ("batch", "act_length", "act_vocab"))
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
-               positions: jax.Array | None = None) -> jax.Array:
+               positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None) -> jax.Array:
     """`[B, T]` ids -> `[B, T, vocab]` logits."""
-    return self.forward(input_ids, attention_mask=attention_mask, positions=positions).logits
+    return self.forward(input_ids, attention_mask=attention_mask, positions=positions,
+                        segment_ids=segment_ids).logits
 
   def forward(self, input_ids: jax.Array | None = None, *,
               inputs_embeds: jax.Array | None = None,
               attention_mask: jax.Array | None = None,
               positions: jax.Array | None = None,
+              segment_ids: jax.Array | None = None,
               cache: Cache | None = None,
               logits: str = "all") -> LlamaOutput:
     """The full entry.
 
     input_ids `[B, T]` int or inputs_embeds `[B, T, embed]` (exactly one); attention_mask
     `[B, T]` bool (True = real token; padding keys are never attended); positions `[B, T]` int
-    (default: counted over real tokens, continuing from the cache); cache from `init_cache`
-    (the T new tokens are written at `cache["index"]`); logits "all" | "last" | "none".
+    (default: counted over real tokens, continuing from the cache, or restarting in each
+    segment); segment_ids `[B, T]` int (packed samples 1, 2, ...; 0 = padding; a token attends
+    only to earlier tokens of its segment; no cache); cache from `init_cache` (the T new tokens
+    are written at `cache["index"]`); logits "all" | "last" | "none".
     """
     c = self.config
     if (input_ids is None) == (inputs_embeds is None):
@@ -435,14 +441,25 @@ class Llama(nn.Module):
       attention_mask = attention_mask.astype(bool)
     if positions is not None and positions.shape != (b, t):
       raise ValueError(f"positions must be [batch, length] = {(b, t)}, got {positions.shape}")
+    if segment_ids is not None:
+      if cache is not None:
+        raise ValueError("Llama.forward: segment_ids (packed sequences) are not supported with "
+                         "a KV cache; pass one of them")
+      if segment_ids.shape != (b, t) or not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+        raise ValueError(f"segment_ids must be integer [batch, length] = {(b, t)}, got shape "
+                         f"{segment_ids.shape} dtype {segment_ids.dtype}")
 
     index = None
     if cache is None:
-      mask = None
-      if attention_mask is not None:
-        mask = attention_mask[:, None, None, :] & causal_mask(t, t)[None, None]
+      mask = None if attention_mask is None else attention_mask[:, None, None, :]
+      if segment_ids is not None:
+        seg = segment_mask(segment_ids, segment_ids)
+        mask = seg if mask is None else mask & seg
+      if mask is not None:
+        mask = mask & causal_mask(t, t)[None, None]
       if positions is None:
-        positions = default_positions(attention_mask, b, t)
+        positions = (default_positions(attention_mask, b, t) if segment_ids is None
+                     else segment_positions(segment_ids))
     else:
       index = cache["index"]
       s = cache["k"].shape[2]

@@ -7,6 +7,7 @@ wrapper over `jax.nn.dot_product_attention` that
   keys/values (grouped-query attention when `heads` is a multiple of `kv_heads`);
 * accepts a causal flag, a boolean mask broadcastable to `[batch, heads, q_len, kv_len]`
   (True = attend) and an additive bias (relative position terms);
+* with `segment_mask` / `segment_positions`, keeps the samples of a packed row apart;
 * picks the implementation per platform: cuDNN flash attention on GPU when dtype and shapes
   allow it, XLA everywhere else. `implementation=` forces one.
 """
@@ -30,6 +31,23 @@ def causal_mask(q_len: int, kv_len: int, offset: jax.Array | int = 0) -> jax.Arr
 def padding_mask(q_valid: jax.Array, kv_valid: jax.Array) -> jax.Array:
   """`[B, 1, T, S]` mask from per-token validity `[B, T]` and `[B, S]` (True = real token)."""
   return q_valid[:, None, :, None] & kv_valid[:, None, None, :]
+
+
+def segment_mask(q_segments: jax.Array, kv_segments: jax.Array) -> jax.Array:
+  """`[B, 1, T, S]` mask for packed sequences from segment ids `[B, T]` and `[B, S]` (1, 2, ...
+  per sample, 0 = padding): a query sees the keys of its own segment, never padding keys."""
+  same = q_segments[:, None, :, None] == kv_segments[:, None, None, :]
+  return same & (kv_segments > 0)[:, None, None, :]
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+  """`[B, T]` positions restarting at 0 where the segment id changes (packed rows); padding
+  (segment 0) gets 0, as `vitron_jax.data.pipeline.pack_rows` writes them."""
+  idx = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None]
+  starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                            segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+  first = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+  return jnp.where(segment_ids > 0, idx - first, 0)
 
 
 def _cudnn_ok(q: jax.Array, bias, mask) -> bool:

@@ -6,11 +6,14 @@ resized (`DecodeMedia`: a broken image or a missing video is a *bad sample*, cou
 or fatal with `data.strict`), the conversation tokenised with the Vicuna template (answers
 under the loss), padded to `model.seq_len` (longer samples are bad, never clipped), mixed by
 weights over several splits and sharded per host. Images are decoded but not fed to the LM;
-the VITRON phases reuse this pipeline with the frontend attached.
+the VITRON phases reuse this pipeline with the frontend attached. With `task.pack` the samples
+are not padded but packed first-fit into rows of `model.seq_len` (`pipeline.Batcher`) with
+`segment_ids` / `positions`: each sample attends only to itself and never predicts the next.
 
 Config (`config.task`): folder (the LLaVA folder), data_dir (tfds output; built on first use),
 splits (tuple of split names), weights (same length or empty), tokenizer ("bytes" or a local
-Hugging Face tokenizer folder), image_size, num_frames. `config.model` as lm_synthetic.
+Hugging Face tokenizer folder), image_size, num_frames, pack (default False).
+`config.model` as lm_synthetic.
 """
 from __future__ import annotations
 
@@ -60,16 +63,24 @@ class HFTokenizer:
 
 
 class TokenizeAndPad:
-  """Sample -> {"id", "input_ids", "loss_mask", "attention_mask"} of length `length`."""
+  """Sample -> {"id", "input_ids", "loss_mask", "attention_mask"} of length `length`; with
+  `pad=False` (packing) just {"id", "input_ids", "loss_mask"} of the sample's own length.
+  Either way a sample longer than `length` is a bad sample (never clipped)."""
 
-  def __init__(self, tokenizer: Any, length: int):
-    self.tok, self.length = tokenizer, length
+  def __init__(self, tokenizer: Any, length: int, pad: bool = True):
+    self.tok, self.length, self.pad = tokenizer, length, pad
 
   def __call__(self, sample):
     out = pipeline.tokenize_conversation(sample, self.tok.encode, bos_id=self.tok.bos_id,
                                          eos_id=self.tok.eos_id)
     out["id"] = sample["id"]
-    return pipeline.pad_to_length(out, self.length, pad_id=self.tok.pad_id)
+    if self.pad:
+      return pipeline.pad_to_length(out, self.length, pad_id=self.tok.pad_id)
+    n = len(out["input_ids"])
+    if n > self.length:  # the same reason as padding (and as the Batcher's own check)
+      raise pipeline.BadSampleError(out["id"], "longer than the sequence",
+                                    f"{n} tokens > seq_len {self.length}")
+    return out
 
 
 def make_tokenizer(spec: str):
@@ -86,6 +97,7 @@ class LmConversationsTask:
     self.cfg = config
     self.tokenizer = make_tokenizer(t.get("tokenizer", "bytes"))
     self.seq_len = int(m.seq_len)
+    self.pack = bool(t.get("pack", False))
     vocab = int(m.get("vocab_size", 0) or self.tokenizer.vocab_size)
     if vocab < self.tokenizer.vocab_size:
       raise ValueError(f"model.vocab_size={vocab} is smaller than the tokenizer's "
@@ -102,15 +114,21 @@ class LmConversationsTask:
     return self.model.init(rng, jnp.zeros((1, self.seq_len), jnp.int32))["params"]
 
   def batch_spec(self):
-    return {"input_ids": ((self.seq_len,), np.int32), "loss_mask": ((self.seq_len,), bool),
+    spec = {"input_ids": ((self.seq_len,), np.int32), "loss_mask": ((self.seq_len,), bool),
             "attention_mask": ((self.seq_len,), bool)}
+    if self.pack:
+      spec.update(segment_ids=((self.seq_len,), np.int32), positions=((self.seq_len,), np.int32))
+    return spec
 
   def loss(self, params, batch, rng):
     del rng
+    seg = batch["segment_ids"] if self.pack else None
     logits = self.model.apply({"params": params}, batch["input_ids"],
-                              attention_mask=batch["attention_mask"])
+                              attention_mask=batch["attention_mask"],
+                              positions=batch["positions"] if self.pack else None,
+                              segment_ids=seg)
     targets, mask = next_token_targets(batch["input_ids"],
-                                       batch["loss_mask"] & batch["attention_mask"])
+                                       batch["loss_mask"] & batch["attention_mask"], seg)
     loss, num = lm_loss(logits, targets, mask)
     return loss, {"weight": num}
 
@@ -133,9 +151,10 @@ class LmConversationsTask:
         process_count=process_count, weights=weights, seed=int(d.seed),
         shuffle=bool(t.get("shuffle", True)),
         transforms=[llava_json.DecodeMedia(int(t.image_size), int(t.num_frames)).map,
-                    TokenizeAndPad(self.tokenizer, self.seq_len)],
+                    TokenizeAndPad(self.tokenizer, self.seq_len, pad=not self.pack)],
         num_workers=int(d.num_workers), strict=bool(d.strict),
-        max_bad_fraction=float(d.max_bad_fraction))
+        max_bad_fraction=float(d.max_bad_fraction),
+        pack_length=self.seq_len if self.pack else None)
 
   def components(self):
     return {"llm": r".*"}

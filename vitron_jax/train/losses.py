@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 
 
-def next_token_targets(input_ids: jax.Array, loss_mask: jax.Array | None = None
-                       ) -> tuple[jax.Array, jax.Array]:
+def next_token_targets(input_ids: jax.Array, loss_mask: jax.Array | None = None,
+                       segment_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """`[B, T]` ids (and a mask over the tokens to predict) -> aligned `(targets, loss_mask)`.
 
   targets[:, t] = input_ids[:, t + 1]; the last position has no target (mask False, target 0).
   `loss_mask[:, t]` (if given) says whether token t is to be predicted (e.g. answer tokens).
+  `segment_ids` `[B, T]` (packed rows): position t has no target when token t + 1 belongs to
+  another segment (a sample never predicts the next sample's first token).
   """
   if input_ids.ndim != 2:
     raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
@@ -25,6 +27,12 @@ def next_token_targets(input_ids: jax.Array, loss_mask: jax.Array | None = None
     raise ValueError(f"loss_mask must have the shape of input_ids {input_ids.shape}, got "
                      f"{m.shape}")
   mask = jnp.concatenate([m[:, 1:], jnp.zeros_like(m[:, :1])], axis=1)
+  if segment_ids is not None:
+    if segment_ids.shape != input_ids.shape:
+      raise ValueError(f"segment_ids must have the shape of input_ids {input_ids.shape}, got "
+                       f"{segment_ids.shape}")
+    same = segment_ids[:, 1:] == segment_ids[:, :-1]
+    mask = mask & jnp.concatenate([same, jnp.zeros_like(same[:, :1])], axis=1)
   return targets, mask
 
 

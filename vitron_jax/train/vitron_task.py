@@ -1,0 +1,255 @@
+"""Task "vitron": the VITRON model trained on PixelWorld and/or LLaVA / Vitron JSON data.
+
+Configs: `experiments/pixelworld.py` (the built-in world), `experiments/phase*.py` (the
+paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
+
+* data: `config.data.sources` is a weighted mixture of ``(kind, where, weight)``: kind
+  "pixelworld" (where = tasks: "image", "video", clusters or subtasks joined by commas, None =
+  all) generates samples on the fly from `config.data.pixelworld` (image_size, num_frames,
+  max_objects, seed); kind "llava_json" (where = a local LLaVA / Vitron JSON folder, built to
+  tfds on first use). Samples become static-shape examples (`data.vitron_examples`).
+* loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
+  backend); backend hooks join when backends are attached (see `backend_hooks`).
+* evaluation: held-out PixelWorld samples of every trained subtask, answered by free-running
+  greedy decoding (never teacher-forced), scored per subtask by `eval.answers` against the
+  chance level of the same samples; pictures of a few answers; answers written as JSONL under
+  ``{workdir}/eval/``.
+
+Task fields (`config.task`): tokenizer ("pixelworld" = the word-level PixelWorld tokenizer, or
+a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; None = Vicuna's),
+max_regions (default: PixelWorld's max_objects), videos (None = whenever the mixture has video
+tasks or real data), components (checkpoint items). `config.eval`: split, num_samples,
+pictures, batch_size, max_new_tokens.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from vitron_jax.data import pipeline
+from vitron_jax.data import pixelworld_tokenizer as PT
+from vitron_jax.data import vitron_examples as VE
+from vitron_jax.data.pixelworld import VIDEO_TASKS, PixelWorld, WorldConfig, task_weights
+from vitron_jax.data.sources import pixelworld_dataset
+from vitron_jax.eval import answers as EA
+from vitron_jax.models.objective import LossWeights, vitron_loss
+from vitron_jax.models.vitron import Vitron, dummy_batch, dummy_natives
+from vitron_jax.models.vitron_config import vitron_config_from
+from vitron_jax.models.vitron_decoding import generate
+from vitron_jax.protocol.tokenizer import decode_text, protocol_ids
+from vitron_jax.train.task import register_task
+
+SOURCE_KINDS = ("pixelworld", "llava_json")
+
+
+def _tasks_of(where: Any) -> Any:
+  if where is None or where in ("image", "video"):
+    return where
+  if isinstance(where, str):
+    return tuple(w.strip() for w in where.split(",") if w.strip())
+  return tuple(where)
+
+
+def parse_sources(sources: Sequence[Sequence[Any]]) -> list[tuple[str, Any, float]]:
+  out = []
+  for i, src in enumerate(sources):
+    if len(src) != 3:
+      raise ValueError(f"data.sources[{i}] must be (kind, where, weight), got {src!r}")
+    kind, where, weight = src
+    if kind not in SOURCE_KINDS:
+      raise ValueError(f"data.sources[{i}]: kind must be one of {SOURCE_KINDS}, got {kind!r}")
+    if kind == "llava_json" and not (isinstance(where, str) and os.path.isdir(where)):
+      raise ValueError(f"data.sources[{i}]: a llava_json source needs a folder, got {where!r}")
+    out.append((kind, _tasks_of(where) if kind == "pixelworld" else where, float(weight)))
+  if not out:
+    raise ValueError("data.sources is empty")
+  return out
+
+
+class VitronTask:
+  """See the module docstring."""
+
+  name = "vitron"
+
+  def __init__(self, config: Any):
+    self.cfg = config
+    t = config.task
+    self.tokenizer = PT.load(t.get("tokenizer", "pixelworld"))
+    self.vcfg = vitron_config_from(config.model, protocol_ids(self.tokenizer),
+                                   len(self.tokenizer))
+    self.model = Vitron(self.vcfg)
+    self.sources = parse_sources(config.data.sources)
+    pw = config.data.get("pixelworld") or {}
+    self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
+                                    num_frames=int(pw.get("num_frames", 8)),
+                                    max_objects=int(pw.get("max_objects", 4)))
+    self.world_seed = int(pw.get("seed", 0))
+    fe = self.vcfg.frontend
+    if fe.vision.image_size != self.world_config.image_size or (
+        fe.num_frames != self.world_config.num_frames):
+      raise ValueError(f"data.pixelworld (image_size={self.world_config.image_size}, num_frames="
+                       f"{self.world_config.num_frames}) must match the frontend (vision "
+                       f"image_size={fe.vision.image_size}, num_frames={fe.num_frames})")
+    self.subtasks = self._subtasks()
+    videos = t.get("videos", None)
+    if videos is None:
+      videos = any(k != "pixelworld" for k, _, _ in self.sources) or any(
+          s in VIDEO_TASKS for s in self.subtasks)
+    self.layout = VE.Layout.from_config(
+        self.vcfg, seq_len=int(t.get("seq_len", 128)), videos=bool(videos),
+        max_regions=int(t.get("max_regions", 0) or self.world_config.max_objects),
+        system=t.get("system", None))
+    self.encoder = VE.VitronEncoder(self.tokenizer, self.layout)
+    self.weights = LossWeights(**{k: float(v) for k, v in config.get("loss", {}).items()})
+    self.hooks, self.backend_params = (), {}
+
+  def _subtasks(self) -> tuple[str, ...]:
+    names: list[str] = []
+    for kind, where, _ in self.sources:
+      if kind == "pixelworld":
+        names += [n for n in task_weights(where) if n not in names]
+    return tuple(names)
+
+  # -- model ---------------------------------------------------------------------------------
+  def init(self, rng):
+    return self.model.init(rng, dummy_batch(self.vcfg, 1),
+                           natives=dummy_natives(self.vcfg, 1))["params"]
+
+  def batch_spec(self):
+    s = self.layout.image_size
+    probe = {"id": "batch_spec", "conversations": [
+        {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "."}],
+             "images": [np.zeros((s, s, 3), np.uint8)], "regions": []}
+    return {k: (np.shape(v), np.asarray(v).dtype) for k, v in self.encoder(probe).items()}
+
+  def loss(self, params, batch, rng):
+    return vitron_loss(self.model, params, VE.nest(batch), rng, hooks=self.hooks,
+                       backend_params=self.backend_params, weights=self.weights)
+
+  def components(self):
+    comps = self.cfg.task.get("components", None)
+    if comps:
+      return {k: v.replace("(model/)?", "") for k, v in dict(comps).items()}
+    return {"llm": r"^llm/", "vision": r"^frontend/vision_tower/",
+            "frontend": r"^frontend/(mm_projector|region_encoder)/", "head": r"^head/",
+            "discriminator": r"^discriminator/"}
+
+  # -- data ----------------------------------------------------------------------------------
+  def _datasets(self) -> list:
+    out = []
+    size, frames = self.world_config.image_size, self.world_config.num_frames
+    for kind, where, _ in self.sources:
+      if kind == "pixelworld":
+        out.append(pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
+                                      tasks=where))
+      else:
+        from vitron_jax.data import llava_json  # pylint: disable=import-outside-toplevel
+        data_dir = os.path.join(where, "_tfds")
+        if not llava_json.builder(data_dir).is_prepared():
+          llava_json.build(data_dir, where)
+        out.append(llava_json.dataset(data_dir, "train").map(
+            llava_json.DecodeMedia(size, frames)))
+    return out
+
+  def make_data(self, global_batch, process_index, process_count):
+    d = self.cfg.data
+    return pipeline.make_pipeline(
+        self._datasets(), global_batch=global_batch, process_index=process_index,
+        process_count=process_count, weights=[w for _, _, w in self.sources],
+        seed=int(d.seed), shuffle=any(k != "pixelworld" for k, _, _ in self.sources),
+        transforms=[self.encoder], num_workers=int(d.num_workers), strict=bool(d.strict),
+        max_bad_fraction=float(d.max_bad_fraction))
+
+  # -- evaluation ----------------------------------------------------------------------------
+  def answer(self, params, samples: Sequence[dict], *, batch_size: int = 16,
+             max_new_tokens: int = 48) -> list[str]:
+    """Free-running greedy answers to the first human turn of each sample."""
+    prompts = [self.encoder.prompt(s) for s in samples]
+    texts: list[str] = []
+    eos = self.tokenizer.eos_token_id
+    for i in range(0, len(prompts), batch_size):
+      chunk = prompts[i:i + batch_size]
+      n = len(chunk)
+      chunk = chunk + [chunk[-1]] * (batch_size - n)  # static batch: one compilation
+      out = generate(self.model, params, VE.nest(VE.stack(chunk)),
+                     max_new_tokens=max_new_tokens, stop_tokens=(eos,),
+                     pad_token_id=self.tokenizer.pad_token_id)
+      tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+      for r in range(n):
+        ids = [int(x) for x in tokens[r, :lengths[r]] if int(x) != eos]
+        texts.append(decode_text(self.tokenizer, ids).strip())
+    return texts
+
+  def eval_samples(self) -> list[dict]:
+    e = self.cfg.get("eval", {})
+    world = PixelWorld(self.world_config, split=e.get("split", "heldout"), seed=self.world_seed)
+    per = max(1, int(e.get("num_samples", 64)) // max(1, len(self.subtasks)))
+    return [world.sample(i, task=t) for t in self.subtasks for i in range(per)]
+
+  def evaluate(self, params, step, workdir=None):
+    if not self.subtasks:
+      return {}
+    e = self.cfg.get("eval", {})
+    samples, kept = self.eval_samples(), []
+    for s in samples:  # the layout may not fit a held-out sample: say so, never drop silently
+      try:
+        self.encoder.prompt(s)
+        kept.append(s)
+      except pipeline.BadSampleError:
+        pass
+    answers = self.answer(params, kept, batch_size=int(e.get("batch_size", 16)),
+                          max_new_tokens=int(e.get("max_new_tokens", 48)))
+    rows = []
+    for s, a in zip(kept, answers):
+      scores, chance = EA.score_answer(s, a, max_objects=self.world_config.max_objects)
+      rows.append((s["subtask"], scores, chance))
+    table = EA.summarize(rows)
+    metrics: dict[str, Any] = {"eval_skipped": float(len(samples) - len(kept))}
+    for sub, row in table.items():
+      for k, v in row.items():
+        metrics[f"{sub}/{k}"] = v
+    metrics["beats_chance_all"] = float(all(r["beats_chance"] for r in table.values()))
+    if workdir and jax.process_index() == 0:
+      _write_answers(os.path.join(workdir, "eval", f"answers_{int(step):08d}.jsonl"), kept,
+                     answers, rows)
+    n_pic = int(e.get("pictures", 0))
+    if n_pic:
+      metrics["pictures"] = _pictures(kept, answers, n_pic)
+    return metrics
+
+
+def _write_answers(path: str, samples, answers, rows) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for s, a, (_, scores, chance) in zip(samples, answers, rows):
+      f.write(json.dumps({"id": s["id"], "subtask": s["subtask"],
+                          "prompt": s["conversations"][0]["value"],
+                          "expected": s["conversations"][1]["value"], "answer": a,
+                          "scores": scores, "chance": chance}) + "\n")
+  os.replace(tmp, path)
+
+
+def _pictures(samples, answers, per_subtask: int) -> dict[str, tuple[bytes, int, int]]:
+  from vitron_jax.eval import pictures  # pylint: disable=import-outside-toplevel
+  out, seen = {}, {}
+  for s, a in zip(samples, answers):
+    k = seen.get(s["subtask"], 0)
+    if k >= per_subtask:
+      continue
+    seen[s["subtask"]] = k + 1
+    pic = pictures.answer_picture(s, a)
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG")
+    out[f"answers/{s['subtask']}/{k}"] = (buf.getvalue(), pic.height, pic.width)
+  return out
+
+
+@register_task("vitron")
+def build(config: Any) -> VitronTask:
+  return VitronTask(config)
