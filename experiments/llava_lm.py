@@ -20,6 +20,7 @@ def get_config(arg: str = ""):
   c.task.tokenizer = "bytes"
   c.task.image_size = 336
   c.task.num_frames = 8
+  c.task.pack = False                  # True: pack several conversations per row (segment_ids)
   c.task.shuffle = True
   c.model = dict(vocab_size=0, hidden_size=256, intermediate_size=688, num_layers=4,
                  num_heads=4, num_kv_heads=4, seq_len=512, scan_layers=True,

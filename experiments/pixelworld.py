@@ -49,6 +49,7 @@ def get_config(arg: str = ""):
   c.task.max_regions = 3
   c.task.videos = not quick
   c.optim.trainable = ()                 # everything trains (no pretrained vision tower)
+  c.model.frontend.freeze_vision = False  # ... the ViT too (frozen it stays at its random init)
   c.optim.freeze = ()
   c.optim.lr = 3e-3
   c.optim.warmup_steps = 20

@@ -98,7 +98,7 @@ def _atomic_save(tensors: Mapping[str, np.ndarray], path: pathlib.Path, metadata
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
   os.close(fd)
   try:
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
+    save_file({k: np.asarray(v, order="C") for k, v in tensors.items()}, tmp, metadata=metadata)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 
 from vitron_jax.data.pixelworld import TASKS, PixelWorld, WorldConfig
+from vitron_jax.data.pixelworld import vocab as V
 from vitron_jax.data.pixelworld_words import WORDS
 from vitron_jax.protocol import tokens as T
 
 CONTROL = ("<pad>", "<s>", "</s>", "<unk>")
 # Sizes and frame counts change the wording (coordinates never appear as text; counts do).
-_COLLECT_CONFIGS = (WorldConfig(image_size=32, num_frames=2, max_objects=8),
+_COLLECT_CONFIGS = (WorldConfig(image_size=32, num_frames=2, max_objects=3),
                     WorldConfig(image_size=64, num_frames=8, max_objects=8))
 _SAMPLES_PER_TASK = 60
 
@@ -50,6 +51,8 @@ def collect_vocabulary(samples_per_task: int = _SAMPLES_PER_TASK) -> set[str]:
   chat = ("A chat between a curious user and an artificial intelligence assistant. "
           "USER: ASSISTANT: 0 1 2 3 4 5 6 7 8 9 10")
   words.update(_words(chat))
+  # count answers ("Zero.", "I count seven.") reach some numbers too rarely for sampling
+  words.update(w for n in V.NUMBER_WORDS for w in (n, n.capitalize()))
   for cfg in _COLLECT_CONFIGS:
     for split in ("train", "val", "heldout"):
       world = PixelWorld(cfg, split=split, seed=0)

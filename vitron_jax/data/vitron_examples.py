@@ -2,7 +2,7 @@
 
     enc = VitronEncoder(tokenizer, layout)         # picklable: a grain transform
     example = enc(sample)                          # flat dict, one row of a training batch
-    prompt = enc.prompt(sample)                    # the user turn only, left-padded (decoding)
+    prompt = enc.prompt(sample)                    # up to the last user turn, left-padded
     batch = nest(stack([example, ...]))            # -> the nested batch `Vitron` reads
 
 Text goes through `protocol.tokenizer.SequenceBuilder` with the Vicuna template
@@ -27,7 +27,7 @@ from vitron_jax.data.pipeline import BadSampleError, ChatTemplate, sample_id_of
 from vitron_jax.models.region_inputs import (RegionError, prepare_image_regions,
                                              prepare_video_regions)
 from vitron_jax.protocol import tokens as T
-from vitron_jax.protocol.tokenizer import SequenceBuilder, Slot
+from vitron_jax.protocol.tokenizer import SequenceBuilder, Slot, encode_model_text
 
 CLIP_MEAN = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
 CLIP_STD = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)
@@ -124,7 +124,11 @@ class VitronEncoder:
     b.add_ids(seq, [self.tok.bos_token_id])
     if t.system:
       b.add_text(seq, t.system + t.sep)
-    turns = list(conv) if with_answers else list(conv)[:1]
+    turns = list(conv)
+    if not with_answers:  # a prompt: the history up to the last human turn
+      last = max((k for k, t in enumerate(turns) if isinstance(t, Mapping)
+                  and t.get("from") == "human"), default=-1)
+      turns = turns[:last + 1]
     for k, turn in enumerate(turns):
       want = "human" if k % 2 == 0 else "gpt"
       if not isinstance(turn, Mapping) or turn.get("from") != want or not str(
@@ -134,11 +138,14 @@ class VitronEncoder:
       if want == "human":
         b.add_user(seq, [t.user] + human_parts(turn["value"]) + [t.sep + t.assistant.rstrip()])
       else:
-        try:
-          b.add_assistant(seq, " " + turn["value"])
-        except ValueError as e:  # a second invocation with query slots
-          raise BadSampleError(sid, "malformed conversation", str(e)) from e
-        b.add_ids(seq, [self.tok.eos_token_id], loss=True)
+        if with_answers:
+          try:
+            b.add_assistant(seq, " " + turn["value"])
+          except ValueError as e:  # a second invocation with query slots
+            raise BadSampleError(sid, "malformed conversation", str(e)) from e
+        else:  # earlier answers of a chat: their text, no query slots (nothing to predict)
+          b.add_ids(seq, encode_model_text(self.tok, " " + turn["value"]))
+        b.add_ids(seq, [self.tok.eos_token_id], loss=with_answers)
     n = len(seq["input_ids"])
     if n > self.layout.seq_len:
       raise BadSampleError(sid, "longer than the sequence",
@@ -202,7 +209,8 @@ class VitronEncoder:
 
   def prompt(self, sample: Mapping[str, Any], length: int | None = None
              ) -> dict[str, np.ndarray]:
-    """The first user turn up to ``ASSISTANT:``, left-padded to `length` (default seq_len)."""
+    """The conversation up to its last user turn and ``ASSISTANT:`` (a final answer, if any,
+    left out), left-padded to `length` (default seq_len)."""
     seq = self._sequence(sample, with_answers=False)
     rows = self.builder.pack([seq], length or self.layout.seq_len, side="left")
     out = {k: v[0] for k, v in rows.items() if k in ("input_ids", "attention_mask")}

@@ -75,8 +75,8 @@ def score_answer(sample: Mapping[str, Any], answer: str, *, max_objects: int
   if sub == "grounded_qa":
     gt = np.array([objects[k]["boxes"][0] for k in truth["objects"]], np.float64).reshape(-1, 4)
     s = B.grounded_answer_scores(answer, gt, w, h)
-    # no object to ground: an answer without boxes is right, so chance counts it as right
-    chance = B.box_chance(gt, w, h)["acc@0.5"] if len(gt) else 1.0
+    # no object to ground: right iff the answer has no box (a uniform guess: box or not, 1/2)
+    chance = B.box_chance(gt, w, h)["acc@0.5"] if len(gt) else 0.5
     return {"box_f1": s["f1"]}, {"box_f1": chance}
   if sub in ("ref_box", "video_grounding"):
     gt = np.asarray(truth["box"], np.float64)[None]

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -111,12 +112,25 @@ def _control_ids(tokenizer) -> set[int]:
   return set(int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None)
 
 
+# A Hugging Face fast tokenizer keeps `split_special_tokens` as state of its shared Rust object
+# (set, then encode), and grain runs transforms in threads: without the lock, model text could be
+# encoded with its protocol tokens split (-> <unk>) and user text with them recognised.
+_ENCODE_LOCK = threading.Lock()
+
+
+def _encode(tokenizer, text: str, *, split_special_tokens: bool) -> list[int]:
+  with _ENCODE_LOCK:
+    return list(tokenizer(text, add_special_tokens=False,
+                          split_special_tokens=split_special_tokens)["input_ids"])
+
+
 def encode_user_text(tokenizer, text: str) -> list[int]:
   """Plain-text ids for user content: special-token strings are split into ordinary text."""
   if not isinstance(text, str):
     raise TypeError(f"user text must be a string, got {type(text).__name__}")
-  ids = list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-  bad = _control_ids(tokenizer).intersection(ids)
+  ids = _encode(tokenizer, text, split_special_tokens=True)
+  # <unk> is how a word-level vocabulary (PixelWorld's) spells an unknown word: allowed
+  bad = _control_ids(tokenizer).intersection(ids) - {getattr(tokenizer, "unk_token_id", None)}
   if bad:  # only possible with a tokenizer that ignores split_special_tokens
     raise ValueError(f"user text {text[:60]!r} produced special token ids {sorted(bad)[:10]}; "
                      "this tokenizer does not support split_special_tokens")
@@ -127,7 +141,7 @@ def encode_model_text(tokenizer, text: str) -> list[int]:
   """Ids for assistant / model text: protocol tokens are recognised as single ids."""
   if not isinstance(text, str):
     raise TypeError(f"model text must be a string, got {type(text).__name__}")
-  return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+  return _encode(tokenizer, text, split_special_tokens=False)
 
 
 def encode_invocation(tokenizer, inv: inv_lib.Invocation) -> list[int]:
