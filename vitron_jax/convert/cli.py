@@ -2,6 +2,7 @@
 
     vitron-convert import KIND SRC_HF_FOLDER DST_CHECKPOINT
     vitron-convert export KIND SRC_CHECKPOINT DST_HF_FOLDER
+    vitron-convert export vitron VITRON_TRAIN_WORKDIR DST_FOLDER   (LLM, vision, heads, tokenizer)
     vitron-convert kinds
 
 A checkpoint folder holds `params/` (orbax) and `model.json` (`{"kind", "format_version",
@@ -57,7 +58,11 @@ def load_checkpoint(src: str | os.PathLike, kind: str | None = None):
 
 
 def export_folder(kind: str, src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.Path:
-  """Orbax checkpoint folder -> HF folder loadable with `from_pretrained`."""
+  """Orbax checkpoint folder -> HF folder loadable with `from_pretrained`; kind "vitron": a
+  `vitron-train` run folder -> its parts (`convert.vitron_run`)."""
+  if kind == "vitron":
+    from vitron_jax.convert.vitron_run import export_run  # pylint: disable=import-outside-toplevel
+    return export_run(src, dst)
   module, params = load_checkpoint(src, kind)
   get_kind(kind).save_fn()(module, params, dst)
   return pathlib.Path(dst)
@@ -67,6 +72,7 @@ def main(argv: list[str]) -> int:
   if len(argv) == 1 and argv[0] == "kinds":
     for k in KINDS.values():
       print(f"{k.name:12s} {k.doc}")
+    print(f"{'vitron':12s} export only: a vitron-train run -> llm/, vision/, heads/, tokenizer/")
     return 0
   if len(argv) != 4 or argv[0] not in ("import", "export"):
     print(USAGE, file=sys.stderr)

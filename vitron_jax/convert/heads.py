@@ -21,15 +21,15 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from vitron_jax.convert.safetensors_io import WeightsError, check_safetensors_file, write_json
+from vitron_jax.convert.safetensors_io import (WeightsError, check_safetensors_file, write_json,
+                                               write_weights)
 from vitron_jax.convert.tree import check_keys, flatten, unflatten
 from vitron_jax.models.condition_projector import ConditionProjector
 from vitron_jax.models.vitron import Vitron, dummy_batch
@@ -131,19 +131,6 @@ def _subtree(params: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, A
   return params
 
 
-def _save(tensors: Mapping[str, np.ndarray], path: pathlib.Path) -> None:
-  """Atomic safetensors write that keeps 0-d tensors 0-d (the gates)."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  os.close(fd)
-  try:
-    save_file({k: np.require(v, requirements="C") for k, v in tensors.items()}, tmp,
-              metadata={"format": "pt"})
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def save_heads(params: Mapping[str, Any], config: VitronConfig,
                dst_dir: str | os.PathLike) -> list[pathlib.Path]:
   """Write each head of the Vitron `params` (bare tree) as `<head>.safetensors` plus
@@ -163,8 +150,7 @@ def save_heads(params: Mapping[str, Any], config: VitronConfig,
       tensors[name] = a.T if tr else a
       doc[name] = {"shape": list(tensors[name].shape), "dtype": str(a.dtype),
                    "flax": "/".join(tree + (sub,)), "transposed": tr}
-    path = dst / f"{head}.safetensors"
-    _save(tensors, path)
+    path, = write_weights(tensors, dst, filename=f"{head}.safetensors")
     files.append(path)
     index["files"][path.name] = {"head": head, "tensors": dict(sorted(doc.items()))}
   files.append(write_json(index, dst / INDEX))

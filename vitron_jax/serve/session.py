@@ -26,10 +26,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from vitron_jax.data.pipeline import BadSampleError
 from vitron_jax.protocol import invocation as I
 from vitron_jax.protocol import tokens as T
 from vitron_jax.train import checkpoint as C
 from vitron_jax.train.task import build_task
+from vitron_jax.train.vitron_task import TOKENIZER_DIR
 
 ROLES = {"user": "human", "assistant": "gpt"}
 
@@ -84,6 +86,13 @@ class Vitron:
     config = ml_collections.ConfigDict(C.read_config(step_dir))
     if config.task.name != "vitron":
       raise ValueError(f"{step_dir} is a checkpoint of task {config.task.name!r}, not 'vitron'")
+    tok_dir = os.path.join(workdir, TOKENIZER_DIR)
+    if not os.path.isdir(tok_dir):
+      raise FileNotFoundError(f"{workdir!r} has no {TOKENIZER_DIR}/ folder (written by "
+                              "vitron-train at the start of a run): the token ids of its "
+                              "checkpoints are unknown")
+    with config.unlocked():
+      config.task.tokenizer = tok_dir
     task = build_task(config)
     abstract = nn.meta.unbox(jax.eval_shape(task.init, jax.random.key(0)))
     params, loaded = C.load_params(step_dir, abstract, task.components())
@@ -128,19 +137,39 @@ class Vitron:
 
   def chat(self, messages: Sequence[Mapping[str, str]], *, images=(), videos=(), regions=(),
            max_new_tokens: int = 64) -> Reply:
-    sample = self.sample_of(messages, images, videos, regions)
+    sample, dropped = self.fitted_sample(messages, images, videos, regions)
     self.turn += 1
+    trimmed = (f"dropped the {dropped} oldest turns after the first to fit seq_len "
+               f"{self.task.layout.seq_len}; " if dropped else "")
     text = self.task.answer(self.params, [sample], batch_size=1,
                             max_new_tokens=max_new_tokens)[0]
     inv = I.find_invocation(text)
     if inv is None:
-      return Reply(text, None)
+      return Reply(text, None, note=trimmed.rstrip("; "))
     if isinstance(inv, I.InvocationError):
       return Reply(f"{text}\n[the invocation could not be parsed: {inv.kind}: {inv.message}]",
-                   inv, note=f"malformed invocation ({inv.kind})")
+                   inv, note=f"{trimmed}malformed invocation ({inv.kind})")
     backend = self.backends.get(inv.module)
     if backend is None:
-      return Reply(text, inv, note=f"no backend loaded for module {inv.module!r}")
+      return Reply(text, inv, note=f"{trimmed}no backend loaded for module {inv.module!r}")
     os.makedirs(self.out_dir, exist_ok=True)
     files = backend(inv, {"sample": sample, "out_dir": self.out_dir, "turn": self.turn})
-    return Reply(text, inv, files=list(files), note=f"ran {inv.module}")
+    return Reply(text, inv, files=list(files), note=f"{trimmed}ran {inv.module}")
+
+  def fitted_sample(self, messages, images=(), videos=(), regions=()) -> tuple[dict, int]:
+    """`sample_of`, with the oldest (assistant, user) pairs after the first message (which
+    holds the media placeholders) dropped until the prompt fits `seq_len`; returns the sample
+    and the number of messages dropped. A last message that alone does not fit raises the
+    encoder's `BadSampleError`."""
+    messages = list(messages)
+    dropped = 0
+    while True:
+      sample = self.sample_of(messages, images, videos, regions)
+      try:
+        self.task.encoder.prompt(sample)
+        return sample, dropped
+      except BadSampleError as e:
+        if e.reason != "longer than the sequence" or len(messages) < 3:
+          raise
+        messages = messages[:1] + messages[3:]
+        dropped += 2

@@ -180,6 +180,8 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
   if primary:
     log.info("task %s: %d params (%s), mesh %s, rules %s", task.name,
              PT.count_params(abstract.params), counts, dict(mesh.shape), config.mesh.rules)
+    if hasattr(task, "save_assets"):  # e.g. the tokenizer, so the run is served with its ids
+      task.save_assets(workdir)
 
   ckpt = C.Checkpointer(os.path.join(workdir, "checkpoints"), task.components(),
                         keep=int(config.checkpoint.keep),

@@ -125,6 +125,10 @@ class LoraTask:
     comps["lora"] = r"^lora/"
     return comps
 
+  def save_assets(self, workdir: str) -> None:
+    if hasattr(self.task, "save_assets"):
+      self.task.save_assets(workdir)
+
   def evaluate(self, params, step, workdir=None):
     if not hasattr(self.task, "evaluate"):
       return {}

@@ -24,7 +24,10 @@ Contract (all pure and jit-able where it says so):
   JSON-able `get_state()` / `set_state()` so that resume is exact.
 * `components() -> {item_name: regex}`: how the parameter tree is split into checkpoint items
   (one per model component); every parameter path ("a/b/kernel") must match exactly one.
-* `evaluate(params, step, workdir) -> {name: float}` (optional): periodic evaluation.
+* `evaluate(params, step, workdir) -> {name: float}` (optional): periodic evaluation; a
+  ``"pictures"`` entry `{tag: (png bytes, height, width)}` goes to TensorBoard.
+* `save_assets(workdir)` (optional): called once on the primary host before training, for
+  files a trained run needs besides its checkpoints (e.g. the tokenizer).
 """
 from __future__ import annotations
 

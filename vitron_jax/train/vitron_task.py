@@ -45,6 +45,7 @@ from vitron_jax.protocol.tokenizer import decode_text, protocol_ids
 from vitron_jax.train.task import register_task
 
 SOURCE_KINDS = ("pixelworld", "llava_json")
+TOKENIZER_DIR = "tokenizer"  # under the workdir (`save_assets`)
 
 
 def _tasks_of(where: Any) -> Any:
@@ -164,6 +165,10 @@ class VitronTask:
         seed=int(d.seed), shuffle=any(k != "pixelworld" for k, _, _ in self.sources),
         transforms=[self.encoder], num_workers=int(d.num_workers), strict=bool(d.strict),
         max_bad_fraction=float(d.max_bad_fraction))
+
+  def save_assets(self, workdir: str) -> None:
+    """The tokenizer goes to `{workdir}/tokenizer`: a served run uses its own ids."""
+    PT.save(self.tokenizer, os.path.join(workdir, TOKENIZER_DIR))
 
   # -- evaluation ----------------------------------------------------------------------------
   def answer(self, params, samples: Sequence[dict], *, batch_size: int = 16,

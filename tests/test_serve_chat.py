@@ -1,0 +1,163 @@
+"""Chat with a VITRON trained in the test (`vitron_jax.serve`, `vitron-chat`), and its export to
+PyTorch (`vitron-convert export vitron`): the LLM, the vision tower and the heads reload with
+the PyTorch classes and give our numbers."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from train_runs import ROOT, child_env, run_train
+from vitron_jax.data.pixelworld import PixelWorld
+from vitron_jax.protocol import invocation as I
+
+CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick"
+TURNS = ("Describe this image.", "Segment the red circle.", "Generate an image of a blue square.",
+         "Make the red circle green.")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("chat_run")
+  run_train(wd, "--config.train.steps=3", "--config.optim.warmup_steps=1", "--config.data.global_batch=4",
+            "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
+            "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
+            config=CONFIG, timeout=400)
+  return wd
+
+
+@pytest.fixture(scope="module")
+def bot(workdir):
+  from vitron_jax.serve import Vitron
+  return Vitron.load(str(workdir))
+
+
+def _image(bot):
+  world = PixelWorld(bot.task.world_config, split="heldout")
+  return world.sample(0, task="image_caption")["images"][0]
+
+
+def test_multi_turn_chat(bot):
+  img = _image(bot)
+  messages = []
+  for text in TURNS:
+    messages.append({"role": "user", "content": text})
+    reply = bot.chat(messages, images=[img], max_new_tokens=12)
+    assert isinstance(reply.text, str)
+    # the reply is consistent with the parser, whatever the (barely trained) model said
+    assert reply.invocation == I.find_invocation(reply.text.split("\n[")[0]) or isinstance(
+        reply.invocation, I.InvocationError)
+    messages.append({"role": "assistant", "content": reply.text or "."})
+  assert bot.turn == len(TURNS)
+
+
+def test_long_history_is_trimmed_with_a_note(bot):
+  img = _image(bot)
+  long_answer = " ".join(["the red circle is left of the blue square ."] * 3)
+  msgs = [{"role": "user", "content": "Describe this image."}]
+  for _ in range(4):
+    msgs += [{"role": "assistant", "content": long_answer},
+             {"role": "user", "content": "Describe this image."}]
+  sample, dropped = bot.fitted_sample(msgs, images=[img])
+  assert dropped > 0 and dropped % 2 == 0
+  assert len(sample["conversations"]) == len(msgs) - dropped
+  assert sample["conversations"][0]["value"].startswith("<image>")   # media stay with message 0
+  reply = bot.chat(msgs, images=[img], max_new_tokens=4)
+  assert f"dropped the {dropped} oldest turns" in reply.note
+
+
+def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatch):
+  calls = []
+
+  def fake_backend(inv, ctx):
+    calls.append((inv, ctx["sample"]["images"][0].shape))
+    path = os.path.join(ctx["out_dir"], f"turn{ctx['turn']}.png")
+    PIL.Image.fromarray(ctx["sample"]["images"][0]).save(path)
+    return [path]
+
+  bot.backends["segment_image"] = fake_backend
+  bot.out_dir = str(tmp_path)
+  img = _image(bot)
+  msgs = [{"role": "user", "content": "Segment the red circle."}]
+  answers = iter(["Sure. <inv><seg_image><cmd>the red circle</cmd></inv>",
+                  "Sure. <inv><seg_image><cmd>the red circle</cmd><region><loc0001></region></inv>",
+                  "Sure. <inv><gen_image><cmd>a cat</cmd></inv>"])
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **k: [next(answers)])
+  ok = bot.chat(msgs, images=[img])
+  assert ok.invocation.module == "segment_image" and ok.note == "ran segment_image"
+  assert ok.files and os.path.isfile(ok.files[0]) and calls[0][1] == img.shape
+  bad = bot.chat(msgs, images=[img])
+  assert isinstance(bad.invocation, I.InvocationError)
+  assert "could not be parsed" in bad.text and bad.invocation.kind in bad.text
+  missing = bot.chat(msgs, images=[img])
+  assert "no backend loaded for module 'generate_image'" in missing.note
+  del bot.backends["segment_image"]
+
+
+def test_bad_chat_input(bot):
+  img = _image(bot)
+  with pytest.raises(ValueError, match="ending with a user message"):
+    bot.chat([{"role": "assistant", "content": "hi"}], images=[img])
+  with pytest.raises(ValueError, match="alternate"):
+    bot.chat([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+  with pytest.raises(ValueError, match=r"images\[0\] must be a uint8"):
+    bot.chat([{"role": "user", "content": "hi"}], images=[np.zeros((5, 5, 3), np.uint8)])
+
+
+def test_load_needs_a_run(tmp_path):
+  from vitron_jax.serve import Vitron
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    Vitron.load(str(tmp_path))
+
+
+def test_vitron_chat_cli(workdir, bot, tmp_path):
+  img_path = tmp_path / "scene.png"
+  PIL.Image.fromarray(_image(bot)).save(img_path)
+  args = [sys.executable, "-m", "vitron_jax.serve.chat_cli", f"--workdir={workdir}",
+          f"--image={img_path}", "--max_new_tokens=8", f"--out_dir={tmp_path / 'out'}"]
+  args += [f"--say={t}" for t in TURNS]
+  proc = subprocess.run(args, cwd=ROOT, env=child_env(1), capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for t in TURNS:
+    assert f"USER: {t}" in proc.stdout
+  assert proc.stdout.count("VITRON:") == len(TURNS)
+
+
+def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
+  torch = pytest.importorskip("torch")
+  import transformers
+  import jax.numpy as jnp
+  from vitron_jax.convert import torch_heads
+  from vitron_jax.convert.cli import main as convert_main
+  dst = tmp_path / "export"
+  assert convert_main(["export", "vitron", str(workdir), str(dst)]) == 0
+  vcfg, params = bot.task.vcfg, bot.params
+  # LLM
+  ids = np.array([[1, 5, 9, 40, 300, 7]], np.int64)
+  ours = np.asarray(bot.task.model.apply({"params": params}, {"input_ids": jnp.asarray(ids)},
+                                         method=lambda m, b: m.llm(b["input_ids"])))
+  hf = transformers.LlamaForCausalLM.from_pretrained(dst / "llm").eval()
+  with torch.no_grad():
+    theirs = hf(torch.from_numpy(ids)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=1e-4)
+  # vision tower
+  from vitron_jax.models.clip import CLIPVisionModel
+  s = vcfg.frontend.vision.image_size
+  pix = np.random.default_rng(0).normal(size=(1, s, s, 3)).astype(np.float32)
+  ours = np.asarray(CLIPVisionModel(vcfg.frontend.vision).apply(
+      {"params": params["frontend"]["vision_tower"]}, jnp.asarray(pix)).last_hidden_state)
+  clip = transformers.CLIPVisionModel.from_pretrained(dst / "vision").eval()
+  with torch.no_grad():
+    theirs = clip(pixel_values=torch.from_numpy(pix.transpose(0, 3, 1, 2))).last_hidden_state
+  np.testing.assert_allclose(ours, theirs.numpy(), atol=2e-4, rtol=1e-4)
+  # heads and tokenizer
+  head = torch_heads.HybridHead.from_folder(dst / "heads")
+  assert sum(p.numel() for p in head.parameters()) > 0
+  tok = transformers.AutoTokenizer.from_pretrained(dst / "tokenizer")
+  assert len(tok) == len(bot.task.tokenizer)
+  meta = json.loads((dst / "vitron.json").read_text())
+  assert tuple(meta["head"]["modules"]) == vcfg.head.modules
