@@ -159,6 +159,14 @@ def test_evaluate_scores_writes_answers_and_pictures(task, params, tmp_path):
     assert "heldout" in line["id"]
   assert not list((tmp_path / "eval").glob("*.tmp"))
 
+  report = (tmp_path / "report.md").read_text()
+  for sub in task.subtasks:
+    row = next(x for x in report.splitlines() if x.startswith(f"| {sub} |"))
+    assert f"| {metrics[f'{sub}/primary']:.3f} | {metrics[f'{sub}/chance']:.3f} |" in row, row
+  for tag in metrics["pictures"]:
+    name = tag.replace("/", "_") + ".png"
+    assert f"(report/{name})" in report and (tmp_path / "report" / name).is_file()
+
   from PIL import Image  # pylint: disable=import-outside-toplevel
   pics = metrics["pictures"]
   assert set(pics) == {f"answers/{s}/0" for s in task.subtasks}

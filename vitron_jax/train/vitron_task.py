@@ -13,7 +13,7 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
 * evaluation: held-out PixelWorld samples of every trained subtask, answered by free-running
   greedy decoding (never teacher-forced), scored per subtask by `eval.answers` against the
   chance level of the same samples; pictures of a few answers; answers written as JSONL under
-  ``{workdir}/eval/``.
+  ``{workdir}/eval/`` and the table with the pictures as ``{workdir}/report.md``.
 
 Task fields (`config.task`): tokenizer ("pixelworld" = the word-level PixelWorld tokenizer, or
 a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; None = Vicuna's),
@@ -37,6 +37,7 @@ from vitron_jax.data import vitron_examples as VE
 from vitron_jax.data.pixelworld import VIDEO_TASKS, PixelWorld, WorldConfig, task_weights
 from vitron_jax.data.sources import pixelworld_dataset
 from vitron_jax.eval import answers as EA
+from vitron_jax.eval.report import write_report
 from vitron_jax.models.objective import LossWeights, vitron_loss
 from vitron_jax.models.vitron import Vitron, dummy_batch, dummy_natives
 from vitron_jax.models.vitron_config import vitron_config_from
@@ -225,6 +226,9 @@ class VitronTask:
     n_pic = int(e.get("pictures", 0))
     if n_pic:
       metrics["pictures"] = _pictures(kept, answers, n_pic)
+    if workdir and jax.process_index() == 0:
+      write_report(workdir, step, table, split=e.get("split", "heldout"),
+                   pictures=metrics.get("pictures"), skipped=len(samples) - len(kept))
     return metrics
 
 

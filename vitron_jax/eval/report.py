@@ -1,0 +1,77 @@
+"""`report.md` of a run's evaluation: one table row per subtask (task, metric, ours, chance,
+samples) and the answer pictures beside it.
+
+    write_report(workdir, step, table, pictures={tag: (png_bytes, h, w)}, title="...")
+
+`table` is `eval.answers.summarize`'s output. Pictures are written under `report/` and linked;
+the run's loss curve (`loss.png`, drawn by the trainer) is linked when present. The file is
+rewritten atomically at every evaluation, so it always describes the newest one.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping
+
+from vitron_jax.eval.answers import PRIMARY
+
+REPORT = "report.md"
+PICTURE_DIR = "report"
+
+
+def _fmt(x: float) -> str:
+  return f"{x:.3f}"
+
+
+def _file_name(tag: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") + ".png"
+
+
+def report_text(step: int, table: Mapping[str, Mapping[str, float]], *, title: str,
+                split: str, picture_files: Mapping[str, str] | None = None,
+                loss_png: str | None = None, skipped: int = 0) -> str:
+  """The markdown of the report (no I/O)."""
+  lines = [f"# {title}", "", f"Evaluation at step {int(step)} on the `{split}` split: "
+           "free-running greedy answers (never teacher-forced); each subtask's primary metric "
+           "beside the chance level of the same samples.", ""]
+  lines += ["| task | metric | ours | chance | beats chance | samples |",
+            "|---|---|---|---|---|---|"]
+  for sub, row in sorted(table.items()):
+    lines.append(f"| {sub} | {PRIMARY.get(sub, 'primary')} | {_fmt(row['primary'])} | "
+                 f"{_fmt(row['chance'])} | {'yes' if row['beats_chance'] else 'no'} | "
+                 f"{int(row['n'])} |")
+  n_beat = sum(bool(r["beats_chance"]) for r in table.values())
+  lines += ["", f"{n_beat} of {len(table)} subtasks beat chance."]
+  if skipped:
+    lines.append(f"{skipped} evaluation samples did not fit the layout and were not scored.")
+  if loss_png:
+    lines += ["", "## Loss", "", f"![loss curves]({loss_png})"]
+  if picture_files:
+    lines += ["", "## Answers", ""]
+    for tag, path in sorted(picture_files.items()):
+      lines += [f"**{tag}**", "", f"![{tag}]({path})", ""]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(workdir: str, step: int, table: Mapping[str, Mapping[str, float]], *,
+                 title: str = "VITRON on PixelWorld", split: str = "heldout",
+                 pictures: Mapping[str, tuple[bytes, int, int]] | None = None,
+                 skipped: int = 0) -> str:
+  """Writes `<workdir>/report.md` (and its pictures); returns its path."""
+  files = {}
+  if pictures:
+    os.makedirs(os.path.join(workdir, PICTURE_DIR), exist_ok=True)
+    for tag, (png, _, _) in pictures.items():
+      rel = f"{PICTURE_DIR}/{_file_name(tag)}"
+      with open(os.path.join(workdir, rel), "wb") as f:
+        f.write(png)
+      files[tag] = rel
+  loss = "loss.png" if os.path.exists(os.path.join(workdir, "loss.png")) else None
+  text = report_text(step, table, title=title, split=split, picture_files=files,
+                     loss_png=loss, skipped=skipped)
+  path = os.path.join(workdir, REPORT)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+  return path
