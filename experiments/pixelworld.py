@@ -19,6 +19,8 @@ import phase_data  # noqa: E402
 
 import ml_collections  # noqa: E402
 
+from vitron_jax.train.defaults import base_config  # noqa: E402
+
 # K query slots and condition shapes of the tiny backends (vitron_jax.backends at tiny size)
 TINY_BACKENDS = {
     "segment_image": {"num_queries": 2, "condition_shape": (4, 16)},
@@ -54,15 +56,44 @@ def get_config(arg: str = ""):
   c.optim.lr = 3e-3
   c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.0
-  c.data.global_batch = 16
-  c.train.steps = 300 if quick else 3000
+  c.data.global_batch = 64    # ~200 answer tokens per 16 rows: too little signal per step
+  c.train.steps = 800 if quick else 3000
   c.train.log_every = 10
   c.train.eval_every = 0 if quick else 1000
   c.train.eval_at_end = True
-  c.eval = ml_collections.ConfigDict(dict(split="heldout", num_samples=96 if quick else 300,
+  c.eval = ml_collections.ConfigDict(dict(split="heldout", num_samples=192 if quick else 300,
                                           pictures=1, batch_size=16, max_new_tokens=48))
   c.checkpoint.every_steps = 100 if quick else 500
+  c.stages = ml_collections.ConfigDict({"s1_vision": vision_stage(c, quick)})
   return c
+
+
+def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
+  """Stage s1: CLIP-style contrastive pretraining of VITRON's vision tower on PixelWorld
+  captions (task `pixelworld_clip`); the main run starts from its tower. Its fields are its
+  own (`--config.stages.s1_vision.train.steps=...`); the tower's shape must match the main
+  run's `model.frontend.vision` (a mismatch is refused by name when the main run loads it)."""
+  s = base_config()
+  s.task.name = "pixelworld_clip"
+  s.task.tokenizer = c.task.tokenizer
+  s.task.text_len = 48
+  s.model = ml_collections.ConfigDict(dict(
+      frontend=dict(vision=c.model.frontend.vision.to_dict()),
+      text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4),
+      embed_dim=64))
+  s.data.pixelworld = ml_collections.ConfigDict(c.data.pixelworld.to_dict())
+  s.data.global_batch = 128
+  s.optim.lr = 2e-3
+  s.optim.warmup_steps = 30
+  s.optim.weight_decay = 0.0
+  s.train.steps = 500 if quick else 2000
+  s.train.log_every = 50
+  s.train.eval_at_end = True
+  s.eval = ml_collections.ConfigDict(dict(num_samples=64))
+  s.checkpoint.every_steps = s.train.steps
+  s.mesh = ml_collections.ConfigDict(c.mesh.to_dict())
+  return s
 
 
 def get_sweep(arg: str = ""):

@@ -22,7 +22,10 @@ TURNS = ("Describe this image.", "Segment the red circle.", "Generate an image o
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   wd = tmp_path_factory.mktemp("chat_run")
-  run_train(wd, "--config.train.steps=3", "--config.optim.warmup_steps=1", "--config.data.global_batch=4",
+  run_train(wd, "--config.train.steps=3", "--config.optim.warmup_steps=1",
+            "--config.data.global_batch=4",
+            "--config.stages.s1_vision.train.steps=2", "--config.stages.s1_vision.data.global_batch=4",
+            "--config.stages.s1_vision.optim.warmup_steps=1",
             "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
             "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
             config=CONFIG, timeout=400)

@@ -1,6 +1,7 @@
 """The trainer: config + workdir -> a trained, checkpointed, logged run.
 
-Linear and sectioned (big_vision style):
+Linear and sectioned (big_vision style); `config.stages` (whole runs that hand this one
+parameters, `train.stages`) go first:
 
 1. runtime: matmul precision, `jax.distributed` (config or environment), mesh and rules;
 2. task (`config.task.name`), optional LoRA wrapper, optimizer (freezing, per-module LR);
@@ -33,6 +34,7 @@ from vitron_jax.train import state as S
 from vitron_jax.train import step as ST
 from vitron_jax.train.lora import LoraTask
 from vitron_jax.train.metrics_log import MetricsLog
+from vitron_jax.train.stages import init_sources, run_stages
 from vitron_jax.train.task import build_task
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,10 @@ def _evaluate(task, state, step, workdir, mlog) -> dict:
 
 
 def train(config: Any, workdir: str) -> dict[str, Any]:
-  """Train per `config` in `workdir` (see the module docstring)."""
+  """Train per `config` in `workdir` (see the module docstring); `config.stages` first."""
+  config, preempted = run_stages(config, workdir, train)
+  if preempted is not None:
+    return preempted
   setup_runtime(config)
   primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -195,14 +200,12 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     log.info("resumed from %s", ckpt.step_dir(start))
   else:
     state, start = S.init_state(task.init, optimizer, shardings, seed), 0
-    if config.checkpoint.get("init_from"):
-      loaded, paths = C.load_params(config.checkpoint.init_from, abstract.params,
-                                    task.components())
+    for src in init_sources(config):  # later folders win where two hold a parameter
+      loaded, paths = C.load_params(src, abstract.params, task.components())
       state = state.replace(params=jax.tree_util.tree_map(
           lambda new, old: old if new is None else new, loaded, state.params,
           is_leaf=lambda x: x is None))
-      log.info("initialised %d parameter arrays from %s", len(paths),
-               config.checkpoint.init_from)
+      log.info("initialised %d parameter arrays from %s", len(paths), src)
 
   step_fn = ST.jit_train_step(
       ST.make_train_step(task, optimizer, mask, schedule,

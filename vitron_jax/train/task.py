@@ -83,6 +83,7 @@ _LAZY: dict[str, str] = {
     "lm_conversations": "vitron_jax.train.conversation_task",
     # VITRON phases and PixelWorld (config: experiments/vitron_*.py, phase*.py, pixelworld.py)
     "vitron": "vitron_jax.train.vitron_task",
+    "pixelworld_clip": "vitron_jax.train.clip_task",  # vision-tower pretraining
 }
 
 

@@ -1,0 +1,102 @@
+"""Stages (`train.stages`) and the vision-tower pretraining task (`pixelworld_clip`): the quick
+PixelWorld config first trains its vision tower contrastively, then VITRON starts from it."""
+import os
+import sys
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from train_runs import ROOT, run_train
+
+sys.path.insert(0, str(ROOT))
+from experiments import pixelworld as EP  # noqa: E402
+
+from vitron_jax.data.pipeline import BadSampleError  # noqa: E402
+from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
+from vitron_jax.train.clip_task import contrastive_loss  # noqa: E402
+from vitron_jax.train.stages import init_sources  # noqa: E402
+from vitron_jax.train.task import build_task  # noqa: E402
+
+CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick"
+
+
+def _clip_task():
+  return build_task(EP.get_config("quick").stages.s1_vision)
+
+
+def test_contrastive_loss_and_accuracy():
+  r = np.random.default_rng(0)
+  x = r.normal(size=(8, 16)).astype(np.float32)
+  x /= np.linalg.norm(x, axis=-1, keepdims=True)
+  good, acc = contrastive_loss(jnp.asarray(x), jnp.asarray(x), jnp.float32(np.log(50.0)))
+  bad, acc_bad = contrastive_loss(jnp.asarray(x), jnp.asarray(x[::-1]), jnp.float32(np.log(50.)))
+  assert float(acc) == 1.0 and float(acc_bad) < 0.5
+  assert float(good) < 0.5 < float(bad)
+
+
+def test_clip_task_batches_loss_and_components():
+  task = _clip_task()
+  assert task.vision.image_size == 32
+  batch = next(task.make_data(8, 0, 1))
+  spec = task.batch_spec()
+  assert {k: v.shape[1:] for k, v in batch.items()} == {k: s for k, (s, _) in spec.items()}
+  params = flax.linen.meta.unbox(task.init(jax.random.key(0)))
+  loss, metrics = jax.jit(task.loss)(params, batch, jax.random.key(1))
+  assert np.isfinite(float(loss)) and float(metrics["weight"]) == 8
+  # the tower sits where VITRON keeps it, so a VITRON run loads it by path
+  assert "vision_tower" in params["frontend"]
+  comps = task.components()
+  assert set(comps) == {"vision", "text"}
+  vit = build_task(EP.get_config("quick"))
+  vparams = jax.eval_shape(vit.init, jax.random.key(0))
+  ours = jax.tree_util.tree_map(lambda a: a.shape, params["frontend"]["vision_tower"])
+  theirs = jax.tree_util.tree_map(lambda a: a.shape,
+                                  flax.linen.meta.unbox(vparams)["frontend"]["vision_tower"])
+  assert ours == theirs
+
+
+def test_long_caption_is_a_bad_sample():
+  task = _clip_task()
+  sample = PixelWorld(task.world_config, split="train").sample(0, task="image_caption")
+  sample["conversations"][1]["value"] = " ".join(["red"] * 60)
+  with pytest.raises(BadSampleError, match="longer than the sequence"):
+    task.encoder(sample)
+
+
+def test_init_sources_parsing():
+  c = EP.get_config("quick")
+  assert init_sources(c) == []
+  c.checkpoint.init_from = "/a/1, /b/2"
+  assert init_sources(c) == ["/a/1", "/b/2"]
+
+
+def _vision_params(step_dir, item):
+  ck = ocp.StandardCheckpointer()
+  tree = ck.restore(os.path.join(step_dir, item))
+  ck.close()
+  return tree["frontend"]["vision_tower"]
+
+
+@pytest.mark.slow
+def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
+  args = ("--config.stages.s1_vision.train.steps=3", "--config.stages.s1_vision.data.global_batch=8",
+          "--config.stages.s1_vision.optim.warmup_steps=1",
+          "--config.train.steps=2", "--config.optim.warmup_steps=1",
+          "--config.data.global_batch=4", "--config.train.eval_at_end=False",
+          "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
+  proc = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
+  stage_dir = tmp_path / "stages" / "s1_vision" / "checkpoints" / "3"
+  assert stage_dir.is_dir() and (tmp_path / "checkpoints" / "2").is_dir()
+  assert f"from {stage_dir}" in proc.stderr
+  # frozen in the main run, the tower is exactly the stage's
+  a = _vision_params(str(stage_dir), "params_vision")
+  b = _vision_params(str(tmp_path / "checkpoints" / "2"), "params_vision")
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # a rerun neither trains the finished stage again nor repeats the finished main run
+  again = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
+  assert "stage s1_vision already finished" in again.stderr

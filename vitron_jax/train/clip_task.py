@@ -1,0 +1,188 @@
+"""Task "pixelworld_clip": CLIP-style contrastive pretraining of the vision tower on PixelWorld
+captions (no pretrained CLIP exists for PixelWorld; VITRON's phase 1 needs a tower that sees).
+
+The vision tower is VITRON's own (`frontend/vision_tower/...`, config `model.frontend.vision`),
+so a VITRON run takes it with `checkpoint.init_from` (or as a stage of the same run, see
+`train.stages`). The text side is a small causal CLIP text transformer over the run's
+tokenizer (the PixelWorld word-level one by default), pooled at the caption's last token.
+Loss: the symmetric InfoNCE of CLIP with a learned temperature, over the global batch.
+
+Data: PixelWorld ``image_caption`` samples (train split, generated on the fly); a caption
+longer than `task.text_len` is a bad sample, never cut.
+
+Config: `model.frontend.vision` (CLIP vision fields), `model.text` (hidden_size,
+intermediate_size, num_hidden_layers, num_attention_heads), `model.embed_dim`;
+`task.tokenizer`, `task.text_len`; `data.pixelworld` (image_size, max_objects, seed).
+Evaluation: image -> caption retrieval accuracy on held-out samples, beside chance (1 / n).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitron_jax.data import pipeline
+from vitron_jax.data import pixelworld_tokenizer as PT
+from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
+from vitron_jax.data.sources import pixelworld_dataset
+from vitron_jax.data.vitron_examples import clip_pixels
+from vitron_jax.models.clip import CLIPTextModel, CLIPVisionModel
+from vitron_jax.models.clip_config import CLIPTextConfig, CLIPVisionConfig
+from vitron_jax.nn.layers import Dense
+from vitron_jax.train.task import register_task
+
+CAPTION_TASK = "image_caption"
+
+
+class _Frontend(nn.Module):
+  """Holds the tower under VITRON's parameter path (`frontend/vision_tower`)."""
+  vision: CLIPVisionConfig
+
+  def setup(self):
+    self.vision_tower = CLIPVisionModel(self.vision)
+
+  def __call__(self, pixels):
+    return self.vision_tower(pixels, output_hidden_states=False).pooler_output
+
+
+class ClipModel(nn.Module):
+  vision: CLIPVisionConfig
+  text: CLIPTextConfig
+  embed_dim: int
+
+  @nn.compact
+  def __call__(self, pixels: jax.Array, ids: jax.Array, mask: jax.Array):
+    """-> (image embeddings `[B, E]`, text embeddings `[B, E]`, both unit norm; log scale)."""
+    img = Dense(self.embed_dim, axes=("embed", None), use_bias=False, name="visual_projection")(
+        _Frontend(self.vision, name="frontend")(pixels))
+    hid = CLIPTextModel(self.text, name="text_tower")(ids, mask,
+                                                      output_hidden_states=False)
+    last = jnp.maximum(mask.sum(-1) - 1, 0)  # the caption's last token (right padding)
+    txt = Dense(self.embed_dim, axes=("embed", None), use_bias=False, name="text_projection")(
+        hid.last_hidden_state[jnp.arange(ids.shape[0]), last])
+    scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
+    unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+    return unit(img), unit(txt), scale
+
+
+def contrastive_loss(img: jax.Array, txt: jax.Array, log_scale: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Symmetric InfoNCE (CLIP); returns (loss, image->text top-1 accuracy). Identical captions
+  in one batch count as right for each other."""
+  logits = jnp.exp(jnp.clip(log_scale, 0.0, np.log(100.0))) * img @ txt.T
+  labels = jnp.arange(img.shape[0])
+  li = -jnp.mean(jax.nn.log_softmax(logits, -1)[labels, labels])
+  lt = -jnp.mean(jax.nn.log_softmax(logits, 0)[labels, labels])
+  same = jnp.all(jnp.isclose(txt[:, None], txt[None]), -1)
+  acc = jnp.mean(same[labels, jnp.argmax(logits, -1)])
+  return (li + lt) / 2, acc
+
+
+class CaptionEncoder:
+  """A PixelWorld sample -> {"pixels", "ids", "mask"} (static shapes)."""
+
+  def __init__(self, tokenizer, text_len: int, image_size: int):
+    self.tok, self.text_len, self.image_size = tokenizer, text_len, image_size
+
+  def __call__(self, sample):
+    sid = pipeline.sample_id_of(sample)
+    images = sample.get("images") or []
+    if len(images) != 1 or np.shape(images[0]) != (self.image_size, self.image_size, 3):
+      raise pipeline.BadSampleError(sid, "wrong image size",
+                                    f"need one {self.image_size}px RGB image")
+    ids = self.tok(sample["conversations"][1]["value"], add_special_tokens=False)["input_ids"]
+    ids = [self.tok.bos_token_id] + list(ids) + [self.tok.eos_token_id]
+    if len(ids) > self.text_len:
+      raise pipeline.BadSampleError(sid, "longer than the sequence",
+                                    f"{len(ids)} caption tokens > text_len {self.text_len}")
+    out = np.full((self.text_len,), self.tok.pad_token_id, np.int32)
+    out[:len(ids)] = ids
+    return {"pixels": clip_pixels(images[0]), "ids": out,
+            "mask": (np.arange(self.text_len) < len(ids)).astype(np.int32)}
+
+
+class PixelWorldClipTask:
+  """See the module docstring."""
+
+  name = "pixelworld_clip"
+
+  def __init__(self, config: Any):
+    self.cfg = config
+    m, t = config.model, config.task
+    self.tokenizer = PT.load(t.get("tokenizer", "pixelworld"))
+    v = dict(m.frontend.vision)
+    self.vision = CLIPVisionConfig(**v)
+    tx = dict(m.get("text", {}))
+    self.text_len = int(t.get("text_len", 40))
+    self.text = CLIPTextConfig(
+        vocab_size=len(self.tokenizer), hidden_size=int(tx.get("hidden_size", 64)),
+        intermediate_size=int(tx.get("intermediate_size", 128)),
+        num_hidden_layers=int(tx.get("num_hidden_layers", 2)),
+        num_attention_heads=int(tx.get("num_attention_heads", 4)),
+        max_position_embeddings=self.text_len, pad_token_id=self.tokenizer.pad_token_id,
+        bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        projection_dim=int(m.get("embed_dim", 64)))
+    self.model = ClipModel(self.vision, self.text, int(m.get("embed_dim", 64)))
+    pw = config.data.get("pixelworld") or {}
+    self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
+                                    num_frames=int(pw.get("num_frames", 8)),
+                                    max_objects=int(pw.get("max_objects", 4)))
+    if self.world_config.image_size != self.vision.image_size:
+      raise ValueError(f"data.pixelworld.image_size ({self.world_config.image_size}) must match "
+                       f"model.frontend.vision.image_size ({self.vision.image_size})")
+    self.world_seed = int(pw.get("seed", 0))
+    self.encoder = CaptionEncoder(self.tokenizer, self.text_len, self.vision.image_size)
+    self._eval = None
+
+  def init(self, rng):
+    s = self.vision.image_size
+    return self.model.init(rng, jnp.zeros((1, s, s, 3)), jnp.zeros((1, self.text_len), jnp.int32),
+                           jnp.ones((1, self.text_len), jnp.int32))["params"]
+
+  def batch_spec(self):
+    s = self.vision.image_size
+    return {"pixels": ((s, s, 3), np.float32), "ids": ((self.text_len,), np.int32),
+            "mask": ((self.text_len,), np.int32)}
+
+  def loss(self, params, batch, rng):
+    del rng
+    img, txt, scale = self.model.apply({"params": params}, batch["pixels"], batch["ids"],
+                                       batch["mask"])
+    loss, acc = contrastive_loss(img, txt, scale)
+    return loss, {"retrieval_accuracy": acc, "logit_scale": jnp.exp(scale),
+                  "weight": jnp.float32(img.shape[0])}
+
+  def make_data(self, global_batch, process_index, process_count):
+    d = self.cfg.data
+    src = pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
+                             tasks=(CAPTION_TASK,))
+    return pipeline.make_pipeline(
+        [src], global_batch=global_batch, process_index=process_index,
+        process_count=process_count, shuffle=False, transforms=[self.encoder],
+        num_workers=int(d.get("num_workers", 0)), strict=bool(d.get("strict", False)),
+        max_bad_fraction=float(d.get("max_bad_fraction", 0.05)))
+
+  def components(self):
+    return {"vision": r"^frontend/vision_tower/",
+            "text": r"^(text_tower|text_projection|visual_projection|logit_scale)"}
+
+  def evaluate(self, params, step, workdir=None):
+    """Image -> caption top-1 retrieval among `eval.num_samples` held-out samples."""
+    del step, workdir
+    n = int(self.cfg.get("eval", {}).get("num_samples", 64))
+    world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
+    rows = [self.encoder(world.sample(i, task=CAPTION_TASK)) for i in range(n)]
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    if self._eval is None:
+      self._eval = jax.jit(lambda p, b: contrastive_loss(*self.model.apply(
+          {"params": p}, b["pixels"], b["ids"], b["mask"]))[1])
+    return {"retrieval_accuracy": float(self._eval(jax.device_get(params), batch)),
+            "chance": 1.0 / n}
+
+
+@register_task("pixelworld_clip")
+def build(config: Any) -> PixelWorldClipTask:
+  return PixelWorldClipTask(config)

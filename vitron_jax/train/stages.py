@@ -1,0 +1,77 @@
+"""Stages of one run: whole training runs that go before the main one and hand it parameters.
+
+A config may carry `config.stages`: a ConfigDict `{name: full training config}` (e.g.
+vision-tower pretraining before VITRON's phases), run in the order of their names (ConfigDict
+keys are sorted, so names carry their rank: `s1_vision`, `s2_segmenter`, ...).
+`run_stages(config, workdir)` trains each in
+`<workdir>/stages/<name>` (the same trainer, so each stage checkpoints, resumes and logs like any
+run), then returns the main config with every stage's final checkpoint folder added to
+`checkpoint.init_from`: the main run initialises the components those checkpoints hold (by
+parameter path, `checkpoint.load_params`) before its own first step. A stage whose summary
+says it finished is not run again, so rerunning the command resumes where it stopped.
+Overrides reach a stage's fields as `--config.stages.<name>.a.b=value`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+STAGES_DIR = "stages"
+
+
+def init_sources(config: Any) -> list[str]:
+  """`checkpoint.init_from` as a list of step folders ("" / None -> []; a string may hold
+  several, comma-separated)."""
+  src = config.checkpoint.get("init_from") or ()
+  if isinstance(src, str):
+    src = [s for s in (x.strip() for x in src.split(",")) if s]
+  return [str(s) for s in src]
+
+
+def _finished(workdir: str, steps: int) -> str | None:
+  """The final step folder of a finished stage run, else None."""
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    s = json.load(f)
+  if s.get("preempted") or int(s.get("final_step", -1)) < steps:
+    return None
+  step_dir = os.path.join(workdir, "checkpoints", str(int(s["final_step"])))
+  return step_dir if os.path.isdir(step_dir) else None
+
+
+def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
+               ) -> tuple[Any, dict | None]:
+  """Train `config.stages` in order (see the module docstring). Returns (the main config with
+  their checkpoints in `checkpoint.init_from`, None), or (config, the stage's summary) when a
+  stage was preempted (SIGTERM: its checkpoint is written, the run stops there)."""
+  stages = config.get("stages")
+  if not stages:
+    return config, None
+  sources = init_sources(config)
+  for name in sorted(stages.keys()):
+    sub = stages[name]
+    if sub.get("stages"):
+      raise ValueError(f"config.stages.{name} has stages of its own; stages do not nest")
+    where = os.path.join(workdir, STAGES_DIR, name)
+    steps = int(sub.train.steps)
+    done = _finished(where, steps)
+    if done is None:
+      log.info("stage %s (task %s, %d steps) in %s", name, sub.task.name, steps, where)
+      summary = train_fn(sub, where)
+      if summary.get("preempted"):
+        return config, summary
+      done = _finished(where, steps)
+      if done is None:
+        raise RuntimeError(f"stage {name!r} ended without a final checkpoint in {where}")
+    else:
+      log.info("stage %s already finished: %s", name, done)
+    sources.append(done)
+  with config.unlocked():
+    config.checkpoint.init_from = ",".join(sources)
+  return config, None
