@@ -6,7 +6,8 @@
 
 Without --sweep: one run in --workdir. With --sweep: every run of the config file's
 `get_sweep(arg)` / `sweep()` in `<workdir>/<run name>`. Flags after `--` go to every run.
-A run that exists already resumes (the trainer continues from its newest checkpoint). Exit
+A run that exists already resumes (the trainer continues from its newest checkpoint). A sweep
+ends with `<workdir>/sweep_report.md`: a row per run, a column per evaluated metric. Exit
 status: 0 when every run succeeded; otherwise that of the first failure.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 from absl import app, flags
 
+from vitron_jax.eval.sweep_report import write_sweep_report
 from vitron_jax.train import sweep as SW
 
 FLAGS = flags.FLAGS
@@ -63,6 +65,9 @@ def main(argv):
     os.makedirs(FLAGS.workdir, exist_ok=True)
     with open(os.path.join(FLAGS.workdir, "launch_local.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=1)
+    if FLAGS.sweep:  # one row per run: its overrides and final evaluation
+      path = write_sweep_report(os.path.abspath(FLAGS.workdir), SW.sweep_runs(FLAGS.config))
+      print(f"sweep report: {path}", flush=True)
   sys.exit(first_failure)
 
 

@@ -40,7 +40,8 @@ def _launch(script, *args, timeout=60):
 
 def test_local_launcher_runs_the_sweep_in_turn(tmp_path):
   proc = _launch("local.py", f"--config={SPEC}:test", f"--workdir={tmp_path}", "--sweep",
-                 "--", "--config.checkpoint.every_steps=0", timeout=400)
+                 "--", "--config.checkpoint.every_steps=0", "--config.train.eval_at_end=True",
+                 timeout=400)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / "launch_local.json").read_text())
   assert [r["run"] for r in results] == ["lr=0.001_steps=2", "lr=0.003_steps=2"]
@@ -50,6 +51,33 @@ def test_local_launcher_runs_the_sweep_in_turn(tmp_path):
   lr = [json.loads(l)["lr"] for l in (tmp_path / "lr=0.003_steps=2" / "metrics.jsonl")
         .read_text().splitlines() if '"train"' in l]
   assert lr[1] == pytest.approx(0.003 * 0.5)  # warmup of 2 steps to the overridden lr
+  report = (tmp_path / "sweep_report.md").read_text()
+  for name in ("lr=0.001_steps=2", "lr=0.003_steps=2"):
+    acc = json.loads((tmp_path / name / "summary.json").read_text())["eval"][
+        "next_token_accuracy"]
+    row = next(x for x in report.splitlines() if x.startswith(f"| {name} |"))
+    assert f"{acc:.3f}" in row and "optim.lr=" in row
+
+
+def test_sweep_report_rows_for_vitron_ablations(tmp_path):
+  from vitron_jax.eval.sweep_report import write_sweep_report
+  runs = SW.sweep_runs(str(ROOT / "experiments" / "pixelworld.py"))
+  assert [r for _, r in runs] == [{"model.head.routing": m} for m in (
+      "text", "embedding", "hybrid", "superlink")] + [{"model.synergy.mode": "off"}]
+  for i, (name, _) in enumerate(runs[:-1]):  # the last run "failed": no summary
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "summary.json").write_text(json.dumps({"eval": {
+        "ref_seg/primary": 0.5 + i / 10, "ref_seg/chance": 0.125, "ref_box/primary": 0.25,
+        "ref_box/chance": 0.05, "eval_seconds": 3.0}}))
+  path = write_sweep_report(str(tmp_path), runs)
+  assert path == str(tmp_path / "sweep_report.md")
+  text = (tmp_path / "sweep_report.md").read_text()
+  lines = text.splitlines()
+  assert lines[2] == "| run | overrides | ref_box | ref_seg |"
+  assert lines[4] == "| chance | | 0.050 | 0.125 |"
+  assert lines[5] == "| routing=text | model.head.routing=text | 0.250 | 0.500 |"
+  assert lines[8].endswith("| 0.250 | 0.800 |")
+  assert lines[9] == "| mode=off | model.synergy.mode=off | no summary | no summary |"
 
 
 def test_tpu_pod_launcher_command():
