@@ -3,8 +3,9 @@
     vitron-train --config=experiments/pixelworld.py:quick --workdir=/tmp/pw_quick
     vitron-train --config=experiments/pixelworld.py --workdir=/tmp/pw        # longer, 64 px
 
-"quick": the tiny model (`vitron_tiny.py`), 32 px images, image tasks, a few hundred steps on
-CPU (minutes); "" (default): all tasks including videos (2 frames), 32 px, longer. Everything
+"quick": the tiny model (`vitron_tiny.py`), 32 px images, image tasks; stage `s1_vision`
+(500 contrastive steps) then 800 VITRON steps of 64 rows, ~6 min on 2 CPU cores; "" (default):
+all tasks including videos (2 frames), 32 px, longer. Everything
 trains, the vision tower included (PixelWorld has no pretrained weights). The evaluation at the
 end (held-out split: unseen colour-shape combinations; free-running greedy answers) scores every
 trained subtask with its primary metric beside that metric's chance level (`eval.answers`).
