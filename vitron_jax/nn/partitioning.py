@@ -152,12 +152,14 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  enabled: bool = False) -> bool:
   """Call `jax.distributed.initialize` when asked (config flag or `VITRON_MULTIHOST=1`).
 
-  With no explicit address the JAX auto-detection runs (TPU pods, SLURM, Open MPI). Returns
-  whether the runtime is now multi-process.
+  With no explicit address the JAX auto-detection runs (TPU pods, SLURM, Open MPI); a second
+  call is a no-op. Returns whether the runtime is now multi-process.
   """
   enabled = enabled or os.environ.get("VITRON_MULTIHOST", "") == "1"
   if not enabled:
     return False
+  if jax.distributed.is_initialized():  # e.g. a run's stages initialised it already
+    return jax.process_count() > 1
   kwargs = {}
   if coordinator_address:
     kwargs["coordinator_address"] = coordinator_address
