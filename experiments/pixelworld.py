@@ -71,7 +71,7 @@ def get_config(arg: str = ""):
 
 def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
   """Stage s1: CLIP-style contrastive pretraining of VITRON's vision tower on PixelWorld
-  captions (task `pixelworld_clip`); the main run starts from its tower. Its fields are its
+  captions plus dense patch labels (task `pixelworld_clip`); the main run starts from its tower. Its fields are its
   own (`--config.stages.s1_vision.train.steps=...`); the tower's shape must match the main
   run's `model.frontend.vision` (a mismatch is refused by name when the main run loads it)."""
   s = base_config()
@@ -83,6 +83,8 @@ def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
       text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4),
       embed_dim=64))
+  s.model.frontend.select_layer = c.model.frontend.select_layer  # the layer VITRON reads
+  s.loss = ml_collections.ConfigDict(dict(dense=1.0))  # patch colours / shapes (ground truth)
   s.data.pixelworld = ml_collections.ConfigDict(c.data.pixelworld.to_dict())
   s.data.global_batch = 128
   s.optim.lr = 2e-3

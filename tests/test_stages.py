@@ -17,7 +17,7 @@ from experiments import pixelworld as EP  # noqa: E402
 
 from vitron_jax.data.pipeline import BadSampleError  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
-from vitron_jax.train.clip_task import contrastive_loss  # noqa: E402
+from vitron_jax.train.clip_task import contrastive_loss, patch_labels  # noqa: E402
 from vitron_jax.train.stages import init_sources  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 
@@ -57,6 +57,18 @@ def test_clip_task_batches_loss_and_components():
   theirs = jax.tree_util.tree_map(lambda a: a.shape,
                                   flax.linen.meta.unbox(vparams)["frontend"]["vision_tower"])
   assert ours == theirs
+
+
+def test_patch_labels_mark_every_patch_a_box_overlaps():
+  objects = [{"colour": "red", "shape": "star", "visible": [True],
+              "boxes": [[9.0, 1.0, 17.0, 8.0]]},        # x 9..16, y 1..7: patches (0,1), (0,2)
+             {"colour": "blue", "shape": "ring", "visible": [False],
+              "boxes": [[0.0, 0.0, 32.0, 32.0]]}]       # not visible: no labels
+  lab = patch_labels(objects, 32, 8)
+  assert lab["colour"].shape == (16, 8) and lab["shape"].shape == (16, 7)
+  assert sorted(np.flatnonzero(lab["colour"].any(-1))) == [1, 2]
+  assert lab["colour"][1, 0] == 1 and lab["shape"][2, 3] == 1      # red, star
+  assert lab["colour"].sum() == 2 and lab["shape"].sum() == 2
 
 
 def test_long_caption_is_a_bad_sample():

@@ -5,14 +5,20 @@ The vision tower is VITRON's own (`frontend/vision_tower/...`, config `model.fro
 so a VITRON run takes it with `checkpoint.init_from` (or as a stage of the same run, see
 `train.stages`). The text side is a small causal CLIP text transformer over the run's
 tokenizer (the PixelWorld word-level one by default), pooled at the caption's last token.
-Loss: the symmetric InfoNCE of CLIP with a learned temperature, over the global batch.
+Loss: the symmetric InfoNCE of CLIP with a learned temperature, over the global batch, plus
+(weight `loss.dense`, 0 = off) a dense term from PixelWorld's exact ground truth: for every patch
+token of the layer VITRON reads (`model.frontend.select_layer`), which colours and which shapes
+overlap that patch (multi-label BCE from the objects' boxes). Contrastive captions alone teach
+the pooled embedding; the dense term puts colour, shape and place into the patch tokens the
+LLM actually sees.
 
 Data: PixelWorld ``image_caption`` samples (train split, generated on the fly); a caption
 longer than `task.text_len` is a bad sample, never cut.
 
 Config: `model.frontend.vision` (CLIP vision fields), `model.text` (hidden_size,
 intermediate_size, num_hidden_layers, num_attention_heads), `model.embed_dim`;
-`task.tokenizer`, `task.text_len`; `data.pixelworld` (image_size, max_objects, seed).
+`model.frontend.select_layer`; `task.tokenizer`, `task.text_len`; `loss.dense`;
+`data.pixelworld` (image_size, max_objects, seed).
 Evaluation: image -> caption retrieval accuracy on held-out samples, beside chance (1 / n).
 """
 from __future__ import annotations
@@ -23,10 +29,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
 from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
+from vitron_jax.data.pixelworld import vocab as V
 from vitron_jax.data.sources import pixelworld_dataset
 from vitron_jax.data.vitron_examples import clip_pixels
 from vitron_jax.models.clip import CLIPTextModel, CLIPVisionModel
@@ -40,24 +48,32 @@ CAPTION_TASK = "image_caption"
 class _Frontend(nn.Module):
   """Holds the tower under VITRON's parameter path (`frontend/vision_tower`)."""
   vision: CLIPVisionConfig
+  select_layer: int
 
   def setup(self):
     self.vision_tower = CLIPVisionModel(self.vision)
 
   def __call__(self, pixels):
-    return self.vision_tower(pixels, output_hidden_states=False).pooler_output
+    """-> (pooled `[B, D]`, patch tokens of `select_layer` `[B, N, D]`)."""
+    out = self.vision_tower(pixels)
+    return out.pooler_output, out.hidden_states[self.select_layer][:, 1:]
 
 
 class ClipModel(nn.Module):
   vision: CLIPVisionConfig
   text: CLIPTextConfig
   embed_dim: int
+  select_layer: int = -2
 
   @nn.compact
   def __call__(self, pixels: jax.Array, ids: jax.Array, mask: jax.Array):
-    """-> (image embeddings `[B, E]`, text embeddings `[B, E]`, both unit norm; log scale)."""
+    """-> (image embeddings `[B, E]`, text embeddings `[B, E]`, both unit norm; log scale;
+    dense logits `{"colour": [B, N, colours], "shape": [B, N, shapes]}`)."""
+    pooled, patches = _Frontend(self.vision, self.select_layer, name="frontend")(pixels)
+    dense = {k: Dense(n, axes=("embed", None), name=f"dense_{k}")(patches)
+             for k, n in (("colour", len(V.COLOUR_NAMES)), ("shape", len(V.SHAPES)))}
     img = Dense(self.embed_dim, axes=("embed", None), use_bias=False, name="visual_projection")(
-        _Frontend(self.vision, name="frontend")(pixels))
+        pooled)
     hid = CLIPTextModel(self.text, name="text_tower")(ids, mask,
                                                       output_hidden_states=False)
     last = jnp.maximum(mask.sum(-1) - 1, 0)  # the caption's last token (right padding)
@@ -65,7 +81,32 @@ class ClipModel(nn.Module):
         hid.last_hidden_state[jnp.arange(ids.shape[0]), last])
     scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
     unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
-    return unit(img), unit(txt), scale
+    return unit(img), unit(txt), scale, dense
+
+
+def patch_labels(objects, image_size: int, patch_size: int) -> dict[str, np.ndarray]:
+  """Multi-hot `[N, colours]` / `[N, shapes]`: the attributes of every visible object whose
+  box (first frame, pixels, exclusive ends) overlaps each patch (row-major, as the ViT)."""
+  g = image_size // patch_size
+  out = {"colour": np.zeros((g * g, len(V.COLOUR_NAMES)), np.float32),
+         "shape": np.zeros((g * g, len(V.SHAPES)), np.float32)}
+  edges = np.arange(g) * patch_size
+  for o in objects:
+    if not bool(np.asarray(o["visible"]).reshape(-1)[0]):
+      continue
+    x1, y1, x2, y2 = np.asarray(o["boxes"], np.float64).reshape(-1, 4)[0]
+    cols = (edges < x2) & (edges + patch_size > x1)
+    rows = (edges < y2) & (edges + patch_size > y1)
+    hit = (rows[:, None] & cols[None, :]).reshape(-1)
+    out["colour"][hit, V.COLOUR_NAMES.index(o["colour"])] = 1.0
+    out["shape"][hit, V.SHAPES.index(o["shape"])] = 1.0
+  return out
+
+
+def dense_loss(dense: dict, batch: dict) -> jax.Array:
+  """Mean multi-label BCE of the dense heads."""
+  return sum(jnp.mean(optax.sigmoid_binary_cross_entropy(dense[k], batch[f"patch_{k}"]))
+             for k in ("colour", "shape"))
 
 
 def contrastive_loss(img: jax.Array, txt: jax.Array, log_scale: jax.Array
@@ -84,8 +125,9 @@ def contrastive_loss(img: jax.Array, txt: jax.Array, log_scale: jax.Array
 class CaptionEncoder:
   """A PixelWorld sample -> {"pixels", "ids", "mask"} (static shapes)."""
 
-  def __init__(self, tokenizer, text_len: int, image_size: int):
+  def __init__(self, tokenizer, text_len: int, image_size: int, patch_size: int):
     self.tok, self.text_len, self.image_size = tokenizer, text_len, image_size
+    self.patch_size = patch_size
 
   def __call__(self, sample):
     sid = pipeline.sample_id_of(sample)
@@ -100,8 +142,10 @@ class CaptionEncoder:
                                     f"{len(ids)} caption tokens > text_len {self.text_len}")
     out = np.full((self.text_len,), self.tok.pad_token_id, np.int32)
     out[:len(ids)] = ids
+    labels = patch_labels(sample["objects"], self.image_size, self.patch_size)
     return {"pixels": clip_pixels(images[0]), "ids": out,
-            "mask": (np.arange(self.text_len) < len(ids)).astype(np.int32)}
+            "mask": (np.arange(self.text_len) < len(ids)).astype(np.int32),
+            "patch_colour": labels["colour"], "patch_shape": labels["shape"]}
 
 
 class PixelWorldClipTask:
@@ -125,7 +169,9 @@ class PixelWorldClipTask:
         max_position_embeddings=self.text_len, pad_token_id=self.tokenizer.pad_token_id,
         bos_token_id=self.tokenizer.bos_token_id, eos_token_id=self.tokenizer.eos_token_id,
         projection_dim=int(m.get("embed_dim", 64)))
-    self.model = ClipModel(self.vision, self.text, int(m.get("embed_dim", 64)))
+    self.model = ClipModel(self.vision, self.text, int(m.get("embed_dim", 64)),
+                           int(m.frontend.get("select_layer", -2)))
+    self.dense_weight = float(config.get("loss", {}).get("dense", 1.0))
     pw = config.data.get("pixelworld") or {}
     self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
                                     num_frames=int(pw.get("num_frames", 8)),
@@ -134,7 +180,8 @@ class PixelWorldClipTask:
       raise ValueError(f"data.pixelworld.image_size ({self.world_config.image_size}) must match "
                        f"model.frontend.vision.image_size ({self.vision.image_size})")
     self.world_seed = int(pw.get("seed", 0))
-    self.encoder = CaptionEncoder(self.tokenizer, self.text_len, self.vision.image_size)
+    self.encoder = CaptionEncoder(self.tokenizer, self.text_len, self.vision.image_size,
+                                  self.vision.patch_size)
     self._eval = None
 
   def init(self, rng):
@@ -144,16 +191,21 @@ class PixelWorldClipTask:
 
   def batch_spec(self):
     s = self.vision.image_size
+    n = (s // self.vision.patch_size) ** 2
     return {"pixels": ((s, s, 3), np.float32), "ids": ((self.text_len,), np.int32),
-            "mask": ((self.text_len,), np.int32)}
+            "mask": ((self.text_len,), np.int32),
+            "patch_colour": ((n, len(V.COLOUR_NAMES)), np.float32),
+            "patch_shape": ((n, len(V.SHAPES)), np.float32)}
 
   def loss(self, params, batch, rng):
     del rng
-    img, txt, scale = self.model.apply({"params": params}, batch["pixels"], batch["ids"],
-                                       batch["mask"])
-    loss, acc = contrastive_loss(img, txt, scale)
-    return loss, {"retrieval_accuracy": acc, "logit_scale": jnp.exp(scale),
-                  "weight": jnp.float32(img.shape[0])}
+    img, txt, scale, dense = self.model.apply({"params": params}, batch["pixels"],
+                                              batch["ids"], batch["mask"])
+    contrastive, acc = contrastive_loss(img, txt, scale)
+    dl = dense_loss(dense, batch)
+    return contrastive + self.dense_weight * dl, {
+        "retrieval_accuracy": acc, "logit_scale": jnp.exp(scale), "loss/contrastive":
+        contrastive, "loss/dense": dl, "weight": jnp.float32(img.shape[0])}
 
   def make_data(self, global_batch, process_index, process_count):
     d = self.cfg.data
@@ -167,7 +219,7 @@ class PixelWorldClipTask:
 
   def components(self):
     return {"vision": r"^frontend/vision_tower/",
-            "text": r"^(text_tower|text_projection|visual_projection|logit_scale)"}
+            "text": r"^(text_tower|text_projection|visual_projection|logit_scale|dense_)"}
 
   def evaluate(self, params, step, workdir=None):
     """Image -> caption top-1 retrieval among `eval.num_samples` held-out samples."""
@@ -177,10 +229,16 @@ class PixelWorldClipTask:
     rows = [self.encoder(world.sample(i, task=CAPTION_TASK)) for i in range(n)]
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     if self._eval is None:
-      self._eval = jax.jit(lambda p, b: contrastive_loss(*self.model.apply(
-          {"params": p}, b["pixels"], b["ids"], b["mask"]))[1])
-    return {"retrieval_accuracy": float(self._eval(jax.device_get(params), batch)),
-            "chance": 1.0 / n}
+      def ev(p, b):
+        img, txt, scale, dense = self.model.apply({"params": p}, b["pixels"], b["ids"],
+                                                  b["mask"])
+        acc = {k: jnp.mean((dense[k] > 0) == (b[f"patch_{k}"] > 0.5)) for k in dense}
+        return contrastive_loss(img, txt, scale)[1], acc
+      self._eval = jax.jit(ev)
+    retrieval, dense_acc = self._eval(jax.device_get(params), batch)
+    out = {"retrieval_accuracy": float(retrieval), "chance": 1.0 / n}
+    out.update({f"patch_{k}_accuracy": float(v) for k, v in dense_acc.items()})
+    return out
 
 
 @register_task("pixelworld_clip")
