@@ -105,20 +105,24 @@ def _atomic_save(tensors: Mapping[str, np.ndarray], path: pathlib.Path, metadata
       os.remove(tmp)
 
 
-def write_json(obj, path: str | os.PathLike) -> pathlib.Path:
-  """Write `obj` as indented JSON atomically (temp file + rename), creating the folder."""
+def write_text(text: str, path: str | os.PathLike) -> pathlib.Path:
+  """Write `text` atomically (temp file + rename), creating the folder."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write("\n")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
   return path
+
+
+def write_json(obj, path: str | os.PathLike) -> pathlib.Path:
+  """Write `obj` as indented JSON atomically (temp file + rename), creating the folder."""
+  return write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 def write_weights(tensors: Mapping[str, np.ndarray], folder: str | os.PathLike,

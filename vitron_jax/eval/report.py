@@ -13,6 +13,7 @@ import os
 import re
 from typing import Mapping
 
+from vitron_jax.convert.safetensors_io import write_text
 from vitron_jax.eval.answers import PRIMARY
 
 REPORT = "report.md"
@@ -69,9 +70,4 @@ def write_report(workdir: str, step: int, table: Mapping[str, Mapping[str, float
   loss = "loss.png" if os.path.exists(os.path.join(workdir, "loss.png")) else None
   text = report_text(step, table, title=title, split=split, picture_files=files,
                      loss_png=loss, skipped=skipped)
-  path = os.path.join(workdir, REPORT)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-  return path
+  return str(write_text(text, os.path.join(workdir, REPORT)))

@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+from vitron_jax.convert.safetensors_io import write_text
+
 REPORT = "sweep_report.md"
 SKIP = ("eval_seconds", "eval_skipped", "beats_chance_all")
 
@@ -59,9 +61,4 @@ def read_eval(run_dir: str) -> Mapping[str, Any] | None:
 
 def write_sweep_report(sweep_dir: str, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
   rows = [(name, ov, read_eval(os.path.join(sweep_dir, name))) for name, ov in runs]
-  path = os.path.join(sweep_dir, REPORT)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(sweep_report_text(rows))
-  os.replace(tmp, path)
-  return path
+  return str(write_text(sweep_report_text(rows), os.path.join(sweep_dir, REPORT)))

@@ -171,3 +171,13 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   logging.info("jax.distributed: process %d of %d, %d global devices", jax.process_index(),
                jax.process_count(), jax.device_count())
   return jax.process_count() > 1
+
+
+def replicate_like(params: Any, tree: Any) -> Any:
+  """`tree` (host numpy, the same on every process) replicated over the mesh `params` live on,
+  so a jitted evaluation can mix them multi-host; unchanged when `params` are not on a mesh."""
+  leaf = jax.tree_util.tree_leaves(params)[0]
+  mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P()))

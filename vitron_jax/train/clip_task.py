@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
@@ -40,6 +39,7 @@ from vitron_jax.data.sources import pixelworld_dataset
 from vitron_jax.data.vitron_examples import clip_pixels
 from vitron_jax.models.clip import CLIPTextModel, CLIPVisionModel
 from vitron_jax.models.clip_config import CLIPTextConfig, CLIPVisionConfig
+from vitron_jax.nn.partitioning import replicate_like
 from vitron_jax.nn.layers import Dense
 from vitron_jax.train.task import register_task
 
@@ -236,11 +236,7 @@ class PixelWorldClipTask:
         acc = {k: jnp.mean((dense[k] > 0) == (b[f"patch_{k}"] > 0.5)) for k in dense}
         return contrastive_loss(img, txt, scale)[1], acc
       self._eval = jax.jit(ev)
-    # the same batch on every process, replicated over the params' mesh (multi-host safe)
-    mesh = getattr(getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None), "mesh", None)
-    if mesh is not None:
-      batch = jax.device_put(batch, NamedSharding(mesh, P()))
-    retrieval, dense_acc = self._eval(params, batch)
+    retrieval, dense_acc = self._eval(params, replicate_like(params, batch))
     out = {"retrieval_accuracy": float(retrieval), "chance": 1.0 / n}
     out.update({f"patch_{k}_accuracy": float(v) for k, v in dense_acc.items()})
     return out

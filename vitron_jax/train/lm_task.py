@@ -17,10 +17,10 @@ import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from vitron_jax.data import pipeline
 from vitron_jax.models.llama import Llama, LlamaConfig
+from vitron_jax.nn.partitioning import replicate_like
 from vitron_jax.train.losses import lm_loss
 from vitron_jax.train.task import register_task
 
@@ -102,10 +102,7 @@ class LmSyntheticTask:
         logits = self.model.apply({"params": p}, t[:, :-1])
         return jnp.mean(jnp.argmax(logits, -1)[:, 1:] == t[:, 2:])
       self._accuracy = jax.jit(acc)
-    # the same tokens on every process, replicated over the params' mesh (multi-host safe)
-    mesh = getattr(getattr(jax.tree_util.tree_leaves(params)[0], "sharding", None), "mesh", None)
-    if mesh is not None:
-      tokens = jax.device_put(tokens, NamedSharding(mesh, P()))
+    tokens = replicate_like(params, tokens)  # the same on every process (multi-host safe)
     chance = 1.0 / self.llama_config.vocab_size
     return {"next_token_accuracy": float(self._accuracy(params, tokens)),
             "chance_accuracy": chance}
