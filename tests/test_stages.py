@@ -17,7 +17,8 @@ from experiments import pixelworld as EP  # noqa: E402
 
 from vitron_jax.data.pipeline import BadSampleError  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
-from vitron_jax.train.clip_task import contrastive_loss, patch_labels  # noqa: E402
+from vitron_jax.train.clip_task import (contrastive_loss, dense_loss, patch_box_iou,  # noqa: E402
+                                         patch_labels)
 from vitron_jax.train.stages import init_sources  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 
@@ -69,6 +70,35 @@ def test_patch_labels_mark_every_patch_a_box_overlaps():
   assert sorted(np.flatnonzero(lab["colour"].any(-1))) == [1, 2]
   assert lab["colour"][1, 0] == 1 and lab["shape"][2, 3] == 1      # red, star
   assert lab["colour"].sum() == 2 and lab["shape"].sum() == 2
+  np.testing.assert_array_equal(np.flatnonzero(lab["box_valid"]), [1, 2])
+  np.testing.assert_allclose(lab["box"][1], np.array([9, 1, 17, 8]) / 32)
+  assert not lab["box"][0].any()
+
+
+def test_patch_box_goes_to_the_object_covering_most_of_the_patch():
+  objects = [{"colour": "red", "shape": "star", "visible": [True], "boxes": [[0, 0, 2, 2]]},
+             {"colour": "blue", "shape": "ring", "visible": [True], "boxes": [[1, 1, 8, 8]]},
+             {"colour": "pink", "shape": "cross", "visible": [True], "boxes": [[6, 6, 9, 9]]}]
+  lab = patch_labels(objects, 16, 8)
+  np.testing.assert_allclose(lab["box"][0], np.array([1, 1, 8, 8]) / 16)   # 49 px of 64
+  np.testing.assert_allclose(lab["box"][3], np.array([6, 6, 9, 9]) / 16)   # only the cross
+  assert lab["colour"][0].sum() == 3 and lab["box_valid"].tolist() == [1, 1, 1, 1]
+
+
+def test_dense_loss_is_balanced_and_box_iou_scores_the_boxes():
+  lab = patch_labels([{"colour": "red", "shape": "star", "visible": [True],
+                       "boxes": [[9.0, 1.0, 17.0, 8.0]]}], 32, 8)
+  batch = {f"patch_{k}": jnp.asarray(v)[None] for k, v in lab.items()}
+  logit = lambda p: jnp.log(jnp.clip(p, 1e-4, 1 - 1e-4) / (1 - jnp.clip(p, 1e-4, 1 - 1e-4)))
+  exact = {k: logit(batch[f"patch_{k}"]) * 10 for k in ("colour", "shape")}
+  exact["box"] = logit(batch["patch_box"])
+  nothing = {k: jnp.full_like(v, -10.0) for k, v in exact.items()}
+  # predicting "nothing anywhere" is right on 254 of 256 labels yet costs as much as
+  # being wrong on the two present ones: the loss is a mean over present + a mean over absent
+  assert float(dense_loss(exact, batch)) < 0.01 < 10 < float(dense_loss(nothing, batch))
+  assert float(patch_box_iou(exact, batch)) > 0.99
+  shifted = dict(exact, box=logit(batch["patch_box"] + 4 / 32))
+  assert float(patch_box_iou(shifted, batch)) < 0.5
 
 
 def test_long_caption_is_a_bad_sample():

@@ -23,7 +23,7 @@ from vitron_jax.train.task import build_task  # noqa: E402
 def _config():
   c = EP.get_config("quick")
   c.data.global_batch = 4
-  c.eval.num_samples = 8
+  c.eval.num_samples = 7   # one per trained subtask
   c.eval.batch_size = 8
   c.eval.max_new_tokens = 6
   c.eval.pictures = 1
@@ -49,7 +49,8 @@ def grad_fn(task):
 
 def test_task_fields(task):
   assert task.name == "vitron"
-  assert task.subtasks == IMAGE_TASKS
+  assert task.subtasks == EP.QUICK_UNDERSTAND + EP.QUICK_INVOKE
+  assert set(task.subtasks) == set(IMAGE_TASKS) - {"grounded_qa"}
   assert task.layout.seq_len == 96 and not task.layout.videos
   assert task.layout.image_size == task.world_config.image_size == 32
   assert task.layout.modules == tuple(EP.IMAGE_MODULES)
@@ -139,42 +140,62 @@ def test_components_cover_every_parameter_once(task, params):
 
 
 def test_evaluate_scores_writes_answers_and_pictures(task, params, tmp_path):
+  assert task.eval_splits() == ("val", "heldout")   # the quick config's: val first
   metrics = task.evaluate(params, step=0, workdir=str(tmp_path))
-  for sub in task.subtasks:
-    assert f"{sub}/primary" in metrics and f"{sub}/chance" in metrics, sub
-    assert 0.0 <= metrics[f"{sub}/primary"] <= 1.0
-    assert 0.0 < metrics[f"{sub}/chance"] < 1.0
-    assert metrics[f"{sub}/n"] == 1.0
-  assert metrics["eval_skipped"] == 0.0
-  assert metrics["beats_chance_all"] in (0.0, 1.0)
+  for pre in ("", "heldout/"):
+    for sub in task.subtasks:
+      assert f"{pre}{sub}/primary" in metrics and f"{pre}{sub}/chance" in metrics, sub
+      assert 0.0 <= metrics[f"{pre}{sub}/primary"] <= 1.0
+      assert 0.0 < metrics[f"{pre}{sub}/chance"] < 1.0
+      assert metrics[f"{pre}{sub}/n"] == 1.0
+    assert metrics[f"{pre}eval_skipped"] == 0.0
+    assert metrics[f"{pre}beats_chance_all"] in (0.0, 1.0)
 
   path = tmp_path / "eval" / "answers_00000000.jsonl"
   lines = [json.loads(x) for x in path.read_text().splitlines()]
-  samples = task.eval_samples()
-  assert len(lines) == len(samples) == len(task.subtasks)
+  samples = task.eval_samples("val") + task.eval_samples("heldout")
+  assert [x["id"] for x in task.eval_samples()] == [x["id"] for x in samples[:len(lines) // 2]]
+  assert len(lines) == len(samples) == 2 * len(task.subtasks)
   for line, s in zip(lines, samples):
     assert line["id"] == s["id"] and line["subtask"] == s["subtask"]
     assert line["expected"] == s["conversations"][1]["value"]
     assert isinstance(line["answer"], str)
-    assert "heldout" in line["id"]
+    assert line["split"] in line["id"]
+  assert [x["split"] for x in lines] == ["val"] * len(task.subtasks) + ["heldout"] * len(
+      task.subtasks)
   assert not list((tmp_path / "eval").glob("*.tmp"))
 
   report = (tmp_path / "report.md").read_text()
-  for sub in task.subtasks:
-    row = next(x for x in report.splitlines() if x.startswith(f"| {sub} |"))
-    assert f"| {metrics[f'{sub}/primary']:.3f} | {metrics[f'{sub}/chance']:.3f} |" in row, row
+  val, held = report.split("## `heldout` split")
+  assert "## `val` split" in val
+  for part, pre in ((val, ""), (held, "heldout/")):
+    for sub in task.subtasks:
+      row = next(x for x in part.splitlines() if x.startswith(f"| {sub} |"))
+      assert (f"| {metrics[f'{pre}{sub}/primary']:.3f} | {metrics[f'{pre}{sub}/chance']:.3f} |"
+              in row), row
   for tag in metrics["pictures"]:
     name = tag.replace("/", "_") + ".png"
     assert f"(report/{name})" in report and (tmp_path / "report" / name).is_file()
 
   from PIL import Image  # pylint: disable=import-outside-toplevel
   pics = metrics["pictures"]
-  assert set(pics) == {f"answers/{s}/0" for s in task.subtasks}
+  assert set(pics) == ({f"answers/{s}/0" for s in task.subtasks}
+                       | {f"answers/heldout/{s}/0" for s in task.subtasks})
   for tag, (png, h, w) in pics.items():
     assert png[:8] == b"\x89PNG\r\n\x1a\n", tag
     im = Image.open(io.BytesIO(png))
     im.load()
     assert (im.height, im.width) == (h, w) and h > 0 and w > 0, tag
+
+
+def test_eval_split_names_are_checked():
+  c = _config()
+  c.eval.split = "val,nope"
+  with pytest.raises(ValueError, match="nope"):
+    build_task(c).eval_splits()
+  c.eval.split = "val,val"
+  with pytest.raises(ValueError, match="distinct"):
+    build_task(c).eval_splits()
 
 
 def test_image_size_mismatch_is_refused():

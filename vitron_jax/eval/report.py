@@ -1,9 +1,10 @@
-"""`report.md` of a run's evaluation: one table row per subtask (task, metric, ours, chance,
-samples) and the answer pictures beside it.
+"""`report.md` of a run's evaluation: per evaluated split, one table row per subtask (task,
+metric, ours, chance, samples); the answer pictures below.
 
-    write_report(workdir, step, table, pictures={tag: (png_bytes, h, w)}, title="...")
+    write_report(workdir, step, {"val": table, "heldout": table2},
+                 pictures={tag: (png_bytes, h, w)}, title="...")
 
-`table` is `eval.answers.summarize`'s output. Pictures are written under `report/` and linked;
+Each table is `eval.answers.summarize`'s output. Pictures are written under `report/` and linked;
 the run's loss curve (`loss.png`, drawn by the trainer) is linked when present. The file is
 rewritten atomically at every evaluation, so it always describes the newest one.
 """
@@ -28,21 +29,37 @@ def _file_name(tag: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") + ".png"
 
 
-def report_text(step: int, table: Mapping[str, Mapping[str, float]], *, title: str,
-                split: str, picture_files: Mapping[str, str] | None = None,
-                loss_png: str | None = None, skipped: int = 0) -> str:
-  """The markdown of the report (no I/O)."""
-  lines = [f"# {title}", "", f"Evaluation at step {int(step)} on the `{split}` split: "
-           "free-running greedy answers (never teacher-forced); each subtask's primary metric "
-           "beside the chance level of the same samples.", ""]
-  lines += ["| task | metric | ours | chance | beats chance | samples |",
-            "|---|---|---|---|---|---|"]
+SPLIT_NOTES = {
+    "val": "unseen samples of the training distribution",
+    "heldout": "unseen colour-shape and motion-shape combinations on the object each sample "
+               "is about (compositional generalisation)",
+}
+
+
+def _table_lines(split: str, table: Mapping[str, Mapping[str, float]]) -> list[str]:
+  note = SPLIT_NOTES.get(split)
+  lines = [f"## `{split}` split" + (f": {note}" if note else ""), "",
+           "| task | metric | ours | chance | beats chance | samples |",
+           "|---|---|---|---|---|---|"]
   for sub, row in sorted(table.items()):
     lines.append(f"| {sub} | {PRIMARY.get(sub, 'primary')} | {_fmt(row['primary'])} | "
                  f"{_fmt(row['chance'])} | {'yes' if row['beats_chance'] else 'no'} | "
                  f"{int(row['n'])} |")
   n_beat = sum(bool(r["beats_chance"]) for r in table.values())
-  lines += ["", f"{n_beat} of {len(table)} subtasks beat chance."]
+  return lines + ["", f"{n_beat} of {len(table)} subtasks beat chance.", ""]
+
+
+def report_text(step: int, tables: Mapping[str, Mapping[str, Mapping[str, float]]], *,
+                title: str, picture_files: Mapping[str, str] | None = None,
+                loss_png: str | None = None, skipped: int = 0) -> str:
+  """The markdown of the report (no I/O); `tables` maps split -> table, in order."""
+  if not tables:
+    raise ValueError("report_text needs at least one split's table")
+  lines = [f"# {title}", "", f"Evaluation at step {int(step)}: free-running greedy answers "
+           "(never teacher-forced); each subtask's primary metric beside the chance level of "
+           "the same samples.", ""]
+  for split, table in tables.items():
+    lines += _table_lines(split, table)
   if skipped:
     lines.append(f"{skipped} evaluation samples did not fit the layout and were not scored.")
   if loss_png:
@@ -54,8 +71,9 @@ def report_text(step: int, table: Mapping[str, Mapping[str, float]], *, title: s
   return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(workdir: str, step: int, table: Mapping[str, Mapping[str, float]], *,
-                 title: str = "VITRON on PixelWorld", split: str = "heldout",
+def write_report(workdir: str, step: int,
+                 tables: Mapping[str, Mapping[str, Mapping[str, float]]], *,
+                 title: str = "VITRON on PixelWorld",
                  pictures: Mapping[str, tuple[bytes, int, int]] | None = None,
                  skipped: int = 0) -> str:
   """Writes `<workdir>/report.md` (and its pictures); returns its path."""
@@ -68,6 +86,6 @@ def write_report(workdir: str, step: int, table: Mapping[str, Mapping[str, float
         f.write(png)
       files[tag] = rel
   loss = "loss.png" if os.path.exists(os.path.join(workdir, "loss.png")) else None
-  text = report_text(step, table, title=title, split=split, picture_files=files,
+  text = report_text(step, tables, title=title, picture_files=files,
                      loss_png=loss, skipped=skipped)
   return str(write_text(text, os.path.join(workdir, REPORT)))

@@ -6,11 +6,11 @@ so a VITRON run takes it with `checkpoint.init_from` (or as a stage of the same 
 `train.stages`). The text side is a small causal CLIP text transformer over the run's
 tokenizer (the PixelWorld word-level one by default), pooled at the caption's last token.
 Loss: the symmetric InfoNCE of CLIP with a learned temperature, over the global batch, plus
-(weight `loss.dense`, 0 = off) a dense term from PixelWorld's exact ground truth: for every patch
-token of the layer VITRON reads (`model.frontend.select_layer`), which colours and which shapes
-overlap that patch (multi-label BCE from the objects' boxes). Contrastive captions alone teach
-the pooled embedding; the dense term puts colour, shape and place into the patch tokens the
-LLM actually sees.
+(weight `loss.dense`, 0 = off) a dense term from PixelWorld's exact ground truth for every patch
+token of the layer VITRON reads (`model.frontend.select_layer`): which colours and which shapes
+overlap that patch (multi-label BCE, balanced between present and absent labels) and the box of
+the object covering most of it (L1). Contrastive captions alone teach the pooled embedding; the
+dense term puts colour, shape and place into the patch tokens the LLM actually sees.
 
 Data: PixelWorld ``image_caption`` samples (train split, generated on the fly); a caption
 longer than `task.text_len` is a bad sample, never cut.
@@ -19,7 +19,8 @@ Config: `model.frontend.vision` (CLIP vision fields), `model.text` (hidden_size,
 intermediate_size, num_hidden_layers, num_attention_heads), `model.embed_dim`;
 `model.frontend.select_layer`; `task.tokenizer`, `task.text_len`; `loss.dense`;
 `data.pixelworld` (image_size, max_objects, seed).
-Evaluation: image -> caption retrieval accuracy on held-out samples, beside chance (1 / n).
+Evaluation (held-out samples): image -> caption retrieval accuracy beside chance (1 / n); per
+patch, colour and shape label accuracy and F1, and the IoU of the predicted boxes.
 """
 from __future__ import annotations
 
@@ -69,10 +70,11 @@ class ClipModel(nn.Module):
   @nn.compact
   def __call__(self, pixels: jax.Array, ids: jax.Array, mask: jax.Array):
     """-> (image embeddings `[B, E]`, text embeddings `[B, E]`, both unit norm; log scale;
-    dense logits `{"colour": [B, N, colours], "shape": [B, N, shapes]}`)."""
+    dense logits `{"colour": [B, N, colours], "shape": [B, N, shapes], "box": [B, N, 4]}`)."""
     pooled, patches = _Frontend(self.vision, self.select_layer, name="frontend")(pixels)
     dense = {k: Dense(n, axes=("embed", None), name=f"dense_{k}")(patches)
-             for k, n in (("colour", len(V.COLOUR_NAMES)), ("shape", len(V.SHAPES)))}
+             for k, n in (("colour", len(V.COLOUR_NAMES)), ("shape", len(V.SHAPES)),
+                          ("box", 4))}
     img = Dense(self.embed_dim, axes=("embed", None), use_bias=False, name="visual_projection")(
         pooled)
     hid = CLIPTextModel(self.text, name="text_tower")(ids, mask,
@@ -86,28 +88,63 @@ class ClipModel(nn.Module):
 
 
 def patch_labels(objects, image_size: int, patch_size: int) -> dict[str, np.ndarray]:
-  """Multi-hot `[N, colours]` / `[N, shapes]`: the attributes of every visible object whose
-  box (first frame, pixels, exclusive ends) overlaps each patch (row-major, as the ViT)."""
+  """Per patch (row-major, as the ViT), from every visible object's box (first frame, pixels,
+  exclusive ends): multi-hot `colour` `[N, colours]` / `shape` `[N, shapes]` of the objects
+  overlapping it, and `box` `[N, 4]` (x1, y1, x2, y2 / image size) of the object covering most
+  of it, `box_valid` `[N]` (1 where some object overlaps)."""
   g = image_size // patch_size
-  out = {"colour": np.zeros((g * g, len(V.COLOUR_NAMES)), np.float32),
-         "shape": np.zeros((g * g, len(V.SHAPES)), np.float32)}
+  n = g * g
+  out = {"colour": np.zeros((n, len(V.COLOUR_NAMES)), np.float32),
+         "shape": np.zeros((n, len(V.SHAPES)), np.float32),
+         "box": np.zeros((n, 4), np.float32), "box_valid": np.zeros((n,), np.float32)}
+  best = np.zeros((n,), np.float64)
   edges = np.arange(g) * patch_size
   for o in objects:
     if not bool(np.asarray(o["visible"]).reshape(-1)[0]):
       continue
     x1, y1, x2, y2 = np.asarray(o["boxes"], np.float64).reshape(-1, 4)[0]
-    cols = (edges < x2) & (edges + patch_size > x1)
-    rows = (edges < y2) & (edges + patch_size > y1)
-    hit = (rows[:, None] & cols[None, :]).reshape(-1)
+    wx = np.clip(np.minimum(edges + patch_size, x2) - np.maximum(edges, x1), 0, None)
+    wy = np.clip(np.minimum(edges + patch_size, y2) - np.maximum(edges, y1), 0, None)
+    area = (wy[:, None] * wx[None, :]).reshape(-1)
+    hit = area > 0
     out["colour"][hit, V.COLOUR_NAMES.index(o["colour"])] = 1.0
     out["shape"][hit, V.SHAPES.index(o["shape"])] = 1.0
+    top = area > best
+    out["box"][top] = np.array([x1, y1, x2, y2], np.float32) / image_size
+    out["box_valid"][top] = 1.0
+    best = np.maximum(best, area)
   return out
 
 
 def dense_loss(dense: dict, batch: dict) -> jax.Array:
-  """Mean multi-label BCE of the dense heads."""
-  return sum(jnp.mean(optax.sigmoid_binary_cross_entropy(dense[k], batch[f"patch_{k}"]))
-             for k in ("colour", "shape"))
+  """Multi-label BCE of the dense heads, balanced: the mean over present labels plus the mean
+  over absent ones (most (patch, label) pairs are absent; a plain mean is won by "nothing")."""
+  total = box_loss(dense, batch)
+  for k in ("colour", "shape"):
+    y = batch[f"patch_{k}"]
+    bce = optax.sigmoid_binary_cross_entropy(dense[k], y)
+    pos = jnp.sum(bce * y) / jnp.maximum(jnp.sum(y), 1.0)
+    neg = jnp.sum(bce * (1 - y)) / jnp.maximum(jnp.sum(1 - y), 1.0)
+    total = total + pos + neg
+  return total
+
+
+def box_loss(dense: dict, batch: dict) -> jax.Array:
+  """L1 between each covered patch's predicted box (sigmoid of the `box` head) and the box of
+  the object covering most of it; patches no object overlaps weigh 0."""
+  valid = batch["patch_box_valid"]
+  l1 = jnp.abs(jax.nn.sigmoid(dense["box"]) - batch["patch_box"]).sum(-1)
+  return jnp.sum(l1 * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def patch_box_iou(dense: dict, batch: dict) -> jax.Array:
+  """Mean IoU of the covered patches' predicted boxes with their objects' boxes."""
+  p, t, valid = jax.nn.sigmoid(dense["box"]), batch["patch_box"], batch["patch_box_valid"]
+  lo, hi = jnp.maximum(p[..., :2], t[..., :2]), jnp.minimum(p[..., 2:], t[..., 2:])
+  inter = jnp.prod(jnp.clip(hi - lo, 0, None), -1)
+  area = lambda b: jnp.prod(jnp.clip(b[..., 2:] - b[..., :2], 0, None), -1)
+  iou = inter / jnp.maximum(area(p) + area(t) - inter, 1e-9)
+  return jnp.sum(iou * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 def contrastive_loss(img: jax.Array, txt: jax.Array, log_scale: jax.Array
@@ -146,7 +183,7 @@ class CaptionEncoder:
     labels = patch_labels(sample["objects"], self.image_size, self.patch_size)
     return {"pixels": clip_pixels(images[0]), "ids": out,
             "mask": (np.arange(self.text_len) < len(ids)).astype(np.int32),
-            "patch_colour": labels["colour"], "patch_shape": labels["shape"]}
+            **{f"patch_{k}": v for k, v in labels.items()}}
 
 
 class PixelWorldClipTask:
@@ -196,7 +233,8 @@ class PixelWorldClipTask:
     return {"pixels": ((s, s, 3), np.float32), "ids": ((self.text_len,), np.int32),
             "mask": ((self.text_len,), np.int32),
             "patch_colour": ((n, len(V.COLOUR_NAMES)), np.float32),
-            "patch_shape": ((n, len(V.SHAPES)), np.float32)}
+            "patch_shape": ((n, len(V.SHAPES)), np.float32),
+            "patch_box": ((n, 4), np.float32), "patch_box_valid": ((n,), np.float32)}
 
   def loss(self, params, batch, rng):
     del rng
@@ -233,12 +271,18 @@ class PixelWorldClipTask:
       def ev(p, b):
         img, txt, scale, dense = self.model.apply({"params": p}, b["pixels"], b["ids"],
                                                   b["mask"])
-        acc = {k: jnp.mean((dense[k] > 0) == (b[f"patch_{k}"] > 0.5)) for k in dense}
+        acc = {}
+        acc["patch_box_iou"] = patch_box_iou(dense, b)
+        for k in ("colour", "shape"):  # accuracy is mostly empty patches: F1 of labels present
+          pred, true = dense[k] > 0, b[f"patch_{k}"] > 0.5
+          tp = jnp.sum(pred & true)
+          acc[f"patch_{k}_accuracy"] = jnp.mean(pred == true)
+          acc[f"patch_{k}_f1"] = 2 * tp / jnp.maximum(jnp.sum(pred) + jnp.sum(true), 1)
         return contrastive_loss(img, txt, scale)[1], acc
       self._eval = jax.jit(ev)
     retrieval, dense_acc = self._eval(params, replicate_like(params, batch))
     out = {"retrieval_accuracy": float(retrieval), "chance": 1.0 / n}
-    out.update({f"patch_{k}_accuracy": float(v) for k, v in dense_acc.items()})
+    out.update({k: float(v) for k, v in dense_acc.items()})
     return out
 
 

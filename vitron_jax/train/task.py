@@ -84,6 +84,7 @@ _LAZY: dict[str, str] = {
     # VITRON phases and PixelWorld (config: experiments/vitron_*.py, phase*.py, pixelworld.py)
     "vitron": "vitron_jax.train.vitron_task",
     "pixelworld_clip": "vitron_jax.train.clip_task",  # vision-tower pretraining
+    "pixelworld_segmenter": "vitron_jax.train.segmenter_task",  # segmentation backend
 }
 
 

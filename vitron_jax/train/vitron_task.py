@@ -31,10 +31,12 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from vitron_jax.convert.safetensors_io import write_text
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
 from vitron_jax.data import vitron_examples as VE
 from vitron_jax.data.pixelworld import VIDEO_TASKS, PixelWorld, WorldConfig, task_weights
+from vitron_jax.data.pixelworld.splits import check_split
 from vitron_jax.data.sources import pixelworld_dataset
 from vitron_jax.eval import answers as EA
 from vitron_jax.eval.report import write_report
@@ -191,17 +193,27 @@ class VitronTask:
         texts.append(decode_text(self.tokenizer, ids).strip())
     return texts
 
-  def eval_samples(self) -> list[dict]:
+  def eval_splits(self) -> tuple[str, ...]:
+    """`eval.split`: one PixelWorld split or several joined by commas ("val,heldout"); the
+    first is the primary one (unprefixed metrics, `beats_chance_all`)."""
+    raw = self.cfg.get("eval", {}).get("split", "heldout")
+    splits = tuple(x.strip() for x in str(raw).split(",") if x.strip())
+    for x in splits:
+      check_split(x)
+    if not splits or len(set(splits)) != len(splits):
+      raise ValueError(f"eval.split must name distinct PixelWorld splits, got {raw!r}")
+    return splits
+
+  def eval_samples(self, split: str | None = None) -> list[dict]:
     e = self.cfg.get("eval", {})
-    world = PixelWorld(self.world_config, split=e.get("split", "heldout"), seed=self.world_seed)
+    world = PixelWorld(self.world_config, split=split or self.eval_splits()[0],
+                       seed=self.world_seed)
     per = max(1, int(e.get("num_samples", 64)) // max(1, len(self.subtasks)))
     return [world.sample(i, task=t) for t in self.subtasks for i in range(per)]
 
-  def evaluate(self, params, step, workdir=None):
-    if not self.subtasks:
-      return {}
+  def _evaluate_split(self, params, split: str):
     e = self.cfg.get("eval", {})
-    samples, kept = self.eval_samples(), []
+    samples, kept = self.eval_samples(split), []
     for s in samples:  # the layout may not fit a held-out sample: say so, never drop silently
       try:
         self.encoder.prompt(s)
@@ -214,37 +226,46 @@ class VitronTask:
     for s, a in zip(kept, answers):
       scores, chance = EA.score_answer(s, a, max_objects=self.world_config.max_objects)
       rows.append((s["subtask"], scores, chance))
-    table = EA.summarize(rows)
-    metrics: dict[str, Any] = {"eval_skipped": float(len(samples) - len(kept))}
-    for sub, row in table.items():
-      for k, v in row.items():
-        metrics[f"{sub}/{k}"] = v
-    metrics["beats_chance_all"] = float(all(r["beats_chance"] for r in table.values()))
-    if workdir and jax.process_index() == 0:
-      _write_answers(os.path.join(workdir, "eval", f"answers_{int(step):08d}.jsonl"), kept,
-                     answers, rows)
+    return kept, answers, rows, EA.summarize(rows), len(samples) - len(kept)
+
+  def evaluate(self, params, step, workdir=None):
+    if not self.subtasks:
+      return {}
+    e = self.cfg.get("eval", {})
     n_pic = int(e.get("pictures", 0))
+    metrics: dict[str, Any] = {}
+    tables, written, pictures, skipped = {}, [], {}, 0
+    for i, split in enumerate(self.eval_splits()):
+      kept, answers, rows, table, n_skip = self._evaluate_split(params, split)
+      pre = "" if i == 0 else f"{split}/"
+      metrics[f"{pre}eval_skipped"] = float(n_skip)
+      for sub, row in table.items():
+        for k, v in row.items():
+          metrics[f"{pre}{sub}/{k}"] = v
+      metrics[f"{pre}beats_chance_all"] = float(all(r["beats_chance"] for r in table.values()))
+      tables[split], skipped = table, skipped + n_skip
+      written += [(split, s, a, r) for s, a, r in zip(kept, answers, rows)]
+      if n_pic:
+        pictures.update(_pictures(kept, answers, n_pic, "" if i == 0 else f"{split}/"))
     if n_pic:
-      metrics["pictures"] = _pictures(kept, answers, n_pic)
+      metrics["pictures"] = pictures
     if workdir and jax.process_index() == 0:
-      write_report(workdir, step, table, split=e.get("split", "heldout"),
-                   pictures=metrics.get("pictures"), skipped=len(samples) - len(kept))
+      _write_answers(os.path.join(workdir, "eval", f"answers_{int(step):08d}.jsonl"), written)
+      write_report(workdir, step, tables, pictures=pictures or None, skipped=skipped)
     return metrics
 
 
-def _write_answers(path: str, samples, answers, rows) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for s, a, (_, scores, chance) in zip(samples, answers, rows):
-      f.write(json.dumps({"id": s["id"], "subtask": s["subtask"],
-                          "prompt": s["conversations"][0]["value"],
-                          "expected": s["conversations"][1]["value"], "answer": a,
-                          "scores": scores, "chance": chance}) + "\n")
-  os.replace(tmp, path)
+def _write_answers(path: str, written) -> None:
+  lines = [json.dumps({"split": split, "id": s["id"], "subtask": s["subtask"],
+                       "prompt": s["conversations"][0]["value"],
+                       "expected": s["conversations"][1]["value"], "answer": a,
+                       "scores": scores, "chance": chance})
+           for split, s, a, (_, scores, chance) in written]
+  write_text("\n".join(lines) + "\n", path)
 
 
-def _pictures(samples, answers, per_subtask: int) -> dict[str, tuple[bytes, int, int]]:
+def _pictures(samples, answers, per_subtask: int, prefix: str = ""
+              ) -> dict[str, tuple[bytes, int, int]]:
   from vitron_jax.eval import pictures  # pylint: disable=import-outside-toplevel
   out, seen = {}, {}
   for s, a in zip(samples, answers):
@@ -255,7 +276,7 @@ def _pictures(samples, answers, per_subtask: int) -> dict[str, tuple[bytes, int,
     pic = pictures.answer_picture(s, a)
     buf = io.BytesIO()
     pic.save(buf, format="PNG")
-    out[f"answers/{s['subtask']}/{k}"] = (buf.getvalue(), pic.height, pic.width)
+    out[f"answers/{prefix}{s['subtask']}/{k}"] = (buf.getvalue(), pic.height, pic.width)
   return out
 
 
