@@ -19,3 +19,10 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `runs_first` go to the front: started last, the longest test would leave
+  the other pytest-xdist worker idle at the end of the suite."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker("runs_first") is None)  # stable

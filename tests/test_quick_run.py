@@ -16,6 +16,7 @@ import pixelworld as EP  # noqa: E402
 
 
 @pytest.mark.slow
+@pytest.mark.runs_first
 def test_quick_run_beats_chance_on_every_task_it_trains(tmp_path):
   exe = Path(sys.executable).with_name("vitron-train")
   proc = subprocess.run([str(exe), "--config=experiments/pixelworld.py:quick",
