@@ -10,10 +10,12 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   tfds on first use). Samples become static-shape examples (`data.vitron_examples`).
 * loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
   backend); backend hooks join when backends are attached (see `backend_hooks`).
-* evaluation: held-out PixelWorld samples of every trained subtask, answered by free-running
-  greedy decoding (never teacher-forced), scored per subtask by `eval.answers` against the
-  chance level of the same samples; pictures of a few answers; answers written as JSONL under
-  ``{workdir}/eval/`` and the table with the pictures as ``{workdir}/report.md``.
+* evaluation: PixelWorld samples of every trained subtask from each split of `eval.split`
+  ("heldout", or several joined by commas, e.g. "val,heldout"; the first is the primary one:
+  unprefixed metrics, the others as ``{split}/...``), answered by free-running greedy decoding
+  (never teacher-forced), scored per subtask by `eval.answers` against the chance level of the
+  same samples; pictures of a few answers; answers written as JSONL under ``{workdir}/eval/``
+  and one table per split with the pictures as ``{workdir}/report.md``.
 
 Task fields (`config.task`): tokenizer ("pixelworld" = the word-level PixelWorld tokenizer, or
 a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; None = Vicuna's),
