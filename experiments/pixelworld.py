@@ -5,14 +5,15 @@
     vitron-train --config=experiments/pixelworld.py:segmenter --workdir=/tmp/pw_seg
 
 "quick": the tiny model (`vitron_tiny.py`), 32 px images, the image tasks but grounded QA
-(`QUICK_UNDERSTAND` weighted 3:1 against `QUICK_INVOKE`); stage `s1_vision` (500 contrastive +
-dense steps) then 800 VITRON steps of 64 rows, ~7 min on 2 CPU cores. Evaluated on the `val`
-split (unseen samples: did it learn the tasks?) and then on `heldout` (unseen colour-shape
-combinations on the object each sample is about: does it generalise?).
+(`QUICK_UNDERSTAND` weighted 3:1 against `QUICK_INVOKE`); stages `s0_segmenter` (300 steps of
+the segmentation backend: box / command text -> mask) and `s1_vision` (500 contrastive + dense
+steps of the vision tower), then 800 VITRON steps of 64 rows with the frozen segmenter in the
+step (`model.segmenter`: its mask loss on up to `task.backend_rows.segment_image` rows a step).
+Evaluated on the `val` split (unseen samples: did it learn the tasks?) and then on `heldout`
+(unseen colour-shape combinations on the object each sample is about: does it generalise?);
+row `ref_seg_masks` scores the masks the segmenter makes from the free-running answers.
 "" (default): all tasks including videos (2 frames), 32 px, longer; evaluated on `heldout`.
-"segmenter": the segmentation backend pretrained alone on PixelWorld (box prompt -> mask, task
-`pixelworld_segmenter`); not yet a stage of the main job, whose VITRON step does not attach
-backends yet.
+"segmenter": stage s0 alone (task `pixelworld_segmenter`).
 Everything trains, the vision tower included (PixelWorld has no pretrained weights). Every
 trained subtask is scored from free-running greedy answers with its primary metric beside that
 metric's chance level (`eval.answers`).
@@ -47,8 +48,8 @@ QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 def get_config(arg: str = ""):
   if arg not in ("", "quick", "segmenter"):
     raise ValueError(f"pixelworld: argument must be '', 'quick' or 'segmenter', got {arg!r}")
-  if arg == "segmenter":  # the segmentation backend's pretraining alone (not yet a stage)
-    return segmenter_stage(get_config("quick"), True)
+  if arg == "segmenter":  # the segmentation backend's pretraining alone (stage s0 of quick)
+    return get_config("quick").stages.s0_segmenter
   quick = arg == "quick"
   c = phase_data.phase_config("3", "tiny")
   # quick: the image tasks but grounded QA (boxes of 4-8 px objects at IoU >= 0.5 and "there
@@ -84,18 +85,43 @@ def get_config(arg: str = ""):
                                           num_samples=448 if quick else 300,
                                           pictures=1, batch_size=16, max_new_tokens=48))
   c.checkpoint.every_steps = 100 if quick else 500
-  c.stages = ml_collections.ConfigDict({"s1_vision": vision_stage(c, quick)})
+  # the image segmenter joins the VITRON step (frozen; pretrained by stage s0), 8 rows a step
+  c.model.segmenter = ml_collections.ConfigDict(dict(TINY_SEGMENTER))
+  c.task.backend_rows = ml_collections.ConfigDict(dict(segment_image=8))
+  c.stages = ml_collections.ConfigDict({"s0_segmenter": segmenter_stage(c, quick),
+                                        "s1_vision": vision_stage(c, quick)})
   return c
+
+
+def _stage_base(c, task: str, *, steps: int, batch: int, lr: float, warmup: int
+                ) -> ml_collections.ConfigDict:
+  """What every PixelWorld stage shares: its task, the main run's world, tokenizer and mesh,
+  Adam without decay, one checkpoint at the end and an evaluation there."""
+  s = base_config()
+  s.task.name = task
+  s.task.tokenizer = c.task.tokenizer
+  s.data.pixelworld = ml_collections.ConfigDict(c.data.pixelworld.to_dict())
+  s.data.global_batch = batch
+  s.optim.lr = lr
+  s.optim.warmup_steps = warmup
+  s.optim.weight_decay = 0.0
+  s.train.steps = steps
+  s.train.log_every = 50
+  s.train.eval_at_end = True
+  s.eval = ml_collections.ConfigDict(dict(num_samples=64))
+  s.checkpoint.every_steps = steps
+  s.mesh = ml_collections.ConfigDict(c.mesh.to_dict())
+  return s
 
 
 def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
   """Stage s1: CLIP-style contrastive pretraining of VITRON's vision tower on PixelWorld
-  captions plus dense patch labels (task `pixelworld_clip`); the main run starts from its tower. Its fields are its
-  own (`--config.stages.s1_vision.train.steps=...`); the tower's shape must match the main
-  run's `model.frontend.vision` (a mismatch is refused by name when the main run loads it)."""
-  s = base_config()
-  s.task.name = "pixelworld_clip"
-  s.task.tokenizer = c.task.tokenizer
+  captions plus dense patch labels (task `pixelworld_clip`); the main run starts from its
+  tower. Its fields are its own (`--config.stages.s1_vision.train.steps=...`); the tower's
+  shape must match the main run's `model.frontend.vision` (a mismatch is refused by name when
+  the main run loads it)."""
+  s = _stage_base(c, "pixelworld_clip", steps=500 if quick else 2000, batch=128, lr=2e-3,
+                  warmup=30)
   s.task.text_len = 48
   s.model = ml_collections.ConfigDict(dict(
       frontend=dict(vision=c.model.frontend.vision.to_dict()),
@@ -104,41 +130,22 @@ def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
       embed_dim=64))
   s.model.frontend.select_layer = c.model.frontend.select_layer  # the layer VITRON reads
   s.loss = ml_collections.ConfigDict(dict(dense=1.0))  # patch colours / shapes (ground truth)
-  s.data.pixelworld = ml_collections.ConfigDict(c.data.pixelworld.to_dict())
-  s.data.global_batch = 128
-  s.optim.lr = 2e-3
-  s.optim.warmup_steps = 30
-  s.optim.weight_decay = 0.0
-  s.train.steps = 500 if quick else 2000
-  s.train.log_every = 50
-  s.train.eval_at_end = True
-  s.eval = ml_collections.ConfigDict(dict(num_samples=64))
-  s.checkpoint.every_steps = s.train.steps
-  s.mesh = ml_collections.ConfigDict(c.mesh.to_dict())
   return s
 
 
-#: the segmentation backend at PixelWorld size: condition (4 tokens, width 16) as TINY_BACKENDS
-TINY_SEGMENTER = dict(patch_size=4, hidden=32, width=16, layers=2, window=4, num_signal_tokens=4)
+#: the segmentation backend at PixelWorld size: condition (4 tokens, width 16) as TINY_BACKENDS;
+#: its own command encoder (64 wide, commands up to 16 tokens) gives the native condition
+TINY_SEGMENTER = dict(patch_size=4, hidden=32, width=16, layers=2, window=4, num_signal_tokens=4,
+                      text_dim=64, text_len=16)
 
 
 def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
-  """Stage s0: the segmentation backend learns box-prompted segmentation of PixelWorld objects
-  (task `pixelworld_segmenter`), under the parameter path a VITRON run keeps it."""
-  s = base_config()
-  s.task.name = "pixelworld_segmenter"
-  s.model = ml_collections.ConfigDict(dict(segmenter=dict(TINY_SEGMENTER)))
-  s.data.pixelworld = ml_collections.ConfigDict(c.data.pixelworld.to_dict())
-  s.data.global_batch = 32
-  s.optim.lr = 3e-3
-  s.optim.warmup_steps = 20
-  s.optim.weight_decay = 0.0
-  s.train.steps = 300 if quick else 1500
-  s.train.log_every = 50
-  s.train.eval_at_end = True
-  s.eval = ml_collections.ConfigDict(dict(num_samples=64))
-  s.checkpoint.every_steps = s.train.steps
-  s.mesh = ml_collections.ConfigDict(c.mesh.to_dict())
+  """Stage s0: the segmentation backend learns PixelWorld referring segmentation from a box
+  and the command's text (task `pixelworld_segmenter`), under the parameter path the VITRON
+  run keeps it (`backends/segment_image/`), where it stays frozen."""
+  s = _stage_base(c, "pixelworld_segmenter", steps=300 if quick else 1500, batch=32, lr=1e-3,
+                  warmup=20)
+  s.model = ml_collections.ConfigDict(dict(segmenter=dict(c.model.segmenter.to_dict())))
   return s
 
 

@@ -38,7 +38,8 @@ def test_batches_loss_components_and_condition_shape():
   assert list(params) == ["backends"] and list(params["backends"]) == ["segment_image"]
   loss, metrics = jax.jit(task.loss)(params, batch, jax.random.key(1))
   assert np.isfinite(float(loss)) and float(metrics["weight"]) == 4
-  assert 0.0 <= float(metrics["mask_iou"]) <= 1.0
+  for p in ("box", "text"):
+    assert 0.0 <= float(metrics[f"{p}/mask_iou"]) <= 1.0
   assert task.components() == {"backend_segment_image": r"^backends/segment_image/"}
 
 

@@ -105,7 +105,7 @@ def test_gradients_reach_llm_head_and_frontend(task, params, grad_fn):
   world = PixelWorld(task.world_config, split="train", seed=0)
   samples = [world.sample(0, task=t) for t in ("region_caption", "ref_seg", "text_to_image",
                                                 "image_edit")]
-  batch = VE.stack([task.encoder(s) for s in samples])
+  batch = VE.stack([task.example(s) for s in samples])
   assert batch["image_regions/valid"].any() and set(batch["module_ids"]) == {-1, 0, 1, 2}
   (loss, _), grads = grad_fn(params, batch)
   assert np.isfinite(float(loss))
@@ -134,7 +134,8 @@ def test_components_cover_every_parameter_once(task, params):
     hits = [k for k, rx in pats.items() if rx.search(p)]
     assert len(hits) == 1, (p, hits)
     used.add(hits[0])
-  assert used == {"llm", "vision", "frontend", "head", "discriminator"}
+  assert used == {"llm", "vision", "frontend", "head", "discriminator",
+                  "backend_segment_image"}
   parts = split_components(params, comps)  # what the checkpointer does
   assert sum(len(param_paths(v)) for v in parts.values()) == len(paths)
 

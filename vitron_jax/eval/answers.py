@@ -32,6 +32,19 @@ PRIMARY: dict[str, str] = {
     "video_edit": "routing",
 }
 BACKEND_SUBTASKS = tuple(k for k, v in PRIMARY.items() if v == "routing")
+#: rows scoring what an attached backend made of the answers (`train.vitron_backends`):
+#: row name -> its primary metric
+OUTPUT_ROWS: dict[str, str] = {"ref_seg_masks": "mask_iou"}
+
+
+def primary_metric(row: str) -> str:
+  """The primary metric of a table row (a subtask or an `OUTPUT_ROWS` row)."""
+  if row in PRIMARY:
+    return PRIMARY[row]
+  if row in OUTPUT_ROWS:
+    return OUTPUT_ROWS[row]
+  raise KeyError(f"table row {row!r} is neither a scored subtask {sorted(PRIMARY)} nor a "
+                 f"backend output row {sorted(OUTPUT_ROWS)}")
 
 
 def _size(sample: Mapping[str, Any]) -> tuple[int, int]:
@@ -101,11 +114,11 @@ def summarize(rows: Iterable[tuple[str, Mapping[str, float], Mapping[str, float]
     d = acc.setdefault(sub, {})
     for k, v in scores.items():
       d.setdefault(k, []).append(float(v))
-    d.setdefault("chance", []).append(float(chance[PRIMARY[sub]]))
+    d.setdefault("chance", []).append(float(chance[primary_metric(sub)]))
   out = {}
   for sub, d in sorted(acc.items()):
     row = {k: float(np.mean(v)) for k, v in d.items()}
-    row["primary"] = row[PRIMARY[sub]]
+    row["primary"] = row[primary_metric(sub)]
     row["n"] = float(len(d["chance"]))
     row["beats_chance"] = float(row["primary"] > row["chance"])
     out[sub] = row

@@ -15,7 +15,7 @@ import re
 from typing import Mapping
 
 from vitron_jax.convert.safetensors_io import write_text
-from vitron_jax.eval.answers import PRIMARY
+from vitron_jax.eval.answers import primary_metric
 
 REPORT = "report.md"
 PICTURE_DIR = "report"
@@ -42,7 +42,7 @@ def _table_lines(split: str, table: Mapping[str, Mapping[str, float]]) -> list[s
            "| task | metric | ours | chance | beats chance | samples |",
            "|---|---|---|---|---|---|"]
   for sub, row in sorted(table.items()):
-    lines.append(f"| {sub} | {PRIMARY.get(sub, 'primary')} | {_fmt(row['primary'])} | "
+    lines.append(f"| {sub} | {primary_metric(sub)} | {_fmt(row['primary'])} | "
                  f"{_fmt(row['chance'])} | {'yes' if row['beats_chance'] else 'no'} | "
                  f"{int(row['n'])} |")
   n_beat = sum(bool(r["beats_chance"]) for r in table.values())

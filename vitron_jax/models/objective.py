@@ -15,7 +15,9 @@ Terms (DESIGN.md §3, §5):
 
 Backend data: `batch["backend"][module]` is the hook's batch (with `command_tokens` `[n, Lc]`
 when the native condition is needed) and `batch["backend_rows"][module]` `[n]` int the rows of
-the VITRON batch it belongs to (default: every row). Metrics hold `weight` (target tokens), as
+the VITRON batch it belongs to (default: every row); an optional `batch["backend"][module]
+["row_weights"]` `[n]` weighs those rows in the alignment term (and, read by the hook's loss,
+in the backend loss), e.g. 0 for the padding of a fixed-size group. Metrics hold `weight` (target tokens), as
 `vitron_jax.train.task` expects.
 """
 from __future__ import annotations
@@ -95,7 +97,7 @@ def vitron_loss(model: Vitron, params: Any, batch: Mapping[str, Any], rng: jax.A
   out = model.apply({"params": params}, batch, natives=natives, rows=rows, lam=lam,
                     disc_input=disc_input[synergy_phase])
 
-  module_ids = batch["module_ids"]
+  module_ids = jnp.asarray(batch["module_ids"])
   metrics: dict[str, jax.Array] = {}
   terms: dict[str, tuple[jax.Array, float]] = {}
 
@@ -117,6 +119,8 @@ def vitron_loss(model: Vitron, params: Any, batch: Mapping[str, Any], rng: jax.A
     w = (module_ids == i).astype(jnp.float32)
     if m in rows:
       w = w[rows[m]]
+    if "row_weights" in bbatch.get(m, {}):
+      w = w * bbatch[m]["row_weights"].astype(jnp.float32)
     if m in natives and m in out.projected and weights.align:
       a = alignment_loss(out.projected[m], natives[m], w)
       terms[f"align/{m}"] = (a, weights.align)

@@ -222,7 +222,7 @@ def dummy_batch(config: VitronConfig, batch_size: int = 1, length: int | None = 
   slots, and module 0's query slots. With `abstract`, ShapeDtypeStructs (for eval_shape).
   """
   c, fe = config, config.frontend
-  k = c.head.k_max
+  k = c.head.num_queries[0] if c.head.uses_signals and c.head.modules else 0  # module 0's
   n_img, n_vid, n_roi = fe.image_tokens, fe.video_token_count, fe.region_token_count
   need = n_img + n_vid + 2 * n_roi + k + 2
   length = length or need

@@ -211,9 +211,7 @@ class PixelWorldClipTask:
                            int(m.frontend.get("select_layer", -2)))
     self.dense_weight = float(config.get("loss", {}).get("dense", 1.0))
     pw = config.data.get("pixelworld") or {}
-    self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
-                                    num_frames=int(pw.get("num_frames", 8)),
-                                    max_objects=int(pw.get("max_objects", 4)))
+    self.world_config = WorldConfig.from_config(config.data)
     if self.world_config.image_size != self.vision.image_size:
       raise ValueError(f"data.pixelworld.image_size ({self.world_config.image_size}) must match "
                        f"model.frontend.vision.image_size ({self.vision.image_size})")

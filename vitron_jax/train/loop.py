@@ -67,12 +67,13 @@ def make_mesh(config: Any):
 def build(config: Any):
   """(task, optimizer, labeler, schedule) from the config."""
   task = build_task(config)
-  extra_freeze = ()
+  # a task may hold parameters that never train (e.g. VITRON's frozen backends)
+  extra_freeze = tuple(getattr(task, "frozen", lambda: ())())
   if config.lora.enabled:
     task = LoraTask(task, rank=config.lora.rank, alpha=config.lora.alpha,
                     targets=config.lora.targets)
     if config.lora.freeze_base:
-      extra_freeze = (r"^model/",)
+      extra_freeze = (r"^model/",)  # LoRA wraps the task's tree under model/
   optimizer, labeler, schedule = O.build_optimizer(config.optim, int(config.train.steps),
                                                    extra_freeze=extra_freeze)
   return task, optimizer, labeler, schedule

@@ -2,31 +2,40 @@
 
 No pretrained SAM exists for PixelWorld, so the backend (`backends.segmentation`, a SAM-style
 model) learns promptable segmentation the way SAM does, before VITRON drives it with signal
-tokens: from PixelWorld `ref_seg` samples, each object's box (model-frame pixels) is the prompt
-and its exact visible mask the target (BCE + dice + the IoU head's MSE, `SegmentImageBackend.
-loss`). Parameters live under the path a VITRON run keeps them (`backends/segment_image/`), so
-the main run takes them by path from this stage's checkpoint.
+tokens: from PixelWorld `ref_seg` samples, each object's exact visible mask is the target
+(BCE + dice + the IoU head's MSE, `SegmentImageBackend.loss`) of two prompts: its box
+(model-frame pixels) with the command's text condition, and the text condition alone
+(referring segmentation from "the large blue object"). The text condition is the backend's
+*native* condition (`native_condition`: its own `CommandEncoder` on the command's token ids
+through the text projection), which VITRON's "text" / "hybrid" routing combine with the
+LLM's signal tokens. Parameters live under the path a VITRON run keeps them
+(`backends/segment_image/{sam,prompts,text_encoder}`), so the main run takes them by path from
+this stage's checkpoint.
 
 Config: `model.segmenter` (SamConfig.tiny fields: image_size, patch_size, hidden, width,
-layers, window; num_signal_tokens); `data.pixelworld` (image_size, max_objects, seed);
-`eval.num_samples`.
-Evaluation (held-out split): mask IoU of the box-prompted masks beside the IoU of the box
-itself filled in as the mask (what a segmenter must beat to add anything over its prompt).
+layers, window; num_signal_tokens, text_dim, text_len); `task.tokenizer` ("pixelworld", the
+ids VITRON uses); `data.pixelworld` (image_size, max_objects, seed); `eval.num_samples`.
+Evaluation (held-out split): mask IoU from box + text and from text alone, beside the IoU of
+the box itself filled in as the mask (what a segmenter must beat to add anything over its
+prompt).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vitron_jax.backends.segmentation import SamConfig, SegmentationConfig, SegmentImageBackend
+from vitron_jax.backends.segmentation.text_encoder import CommandEncoder
 from vitron_jax.data import pipeline
+from vitron_jax.data import pixelworld_tokenizer as PT
 from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
 from vitron_jax.data.pixelworld.sample import box_mask
 from vitron_jax.data.sources import pixelworld_dataset
 from vitron_jax.nn.partitioning import replicate_like
+from vitron_jax.protocol import invocation as I
 from vitron_jax.train.task import register_task
 
 SEG_TASK = "ref_seg"
@@ -34,25 +43,74 @@ MODULE = "segment_image"
 SAM_FIELDS = ("patch_size", "hidden", "width", "layers", "window")
 
 
+TEXT_FIELDS = ("num_signal_tokens", "text_dim", "text_len")
+
+
 def segmentation_config(fields: Any, image_size: int) -> SegmentationConfig:
   """The backend's config from `model.segmenter`-style fields (SamConfig.tiny arguments)."""
   f = dict(fields or {})
-  unknown = sorted(set(f) - set(SAM_FIELDS) - {"num_signal_tokens", "image_size"})
+  known = SAM_FIELDS + TEXT_FIELDS + ("image_size",)
+  unknown = sorted(set(f) - set(known))
   if unknown:
-    raise ValueError(f"segmenter config: unknown fields {unknown}; expected "
-                     f"{sorted(SAM_FIELDS + ('num_signal_tokens', 'image_size'))}")
+    raise ValueError(f"segmenter config: unknown fields {unknown}; expected {sorted(known)}")
   if int(f.get("image_size", image_size)) != image_size:
     raise ValueError(f"segmenter image_size {f['image_size']} must match the PixelWorld "
                      f"image_size {image_size}")
   sam = SamConfig.tiny(image_size=image_size, **{k: int(f[k]) for k in SAM_FIELDS if k in f})
-  return SegmentationConfig(sam=sam, num_signal_tokens=int(f.get("num_signal_tokens", 4)))
+  return SegmentationConfig(sam=sam, num_signal_tokens=int(f.get("num_signal_tokens", 4)),
+                            text_dim=int(f.get("text_dim", 64)))
+
+
+class Segmenter:
+  """The segmentation backend with its own command encoder, as VITRON runs it on PixelWorld:
+  `backend` (a `SegmentImageBackend` whose `native_condition` takes command token ids),
+  `init_boxed(rng)`, and `command_ids(text)` (the command's ids, padded to `text_len`)."""
+
+  def __init__(self, fields: Any, image_size: int, tokenizer: Any):
+    self.config = segmentation_config(fields, image_size)
+    self.text_len = int(dict(fields or {}).get("text_len", 16))
+    self.tokenizer = tokenizer
+    self.encoder = CommandEncoder(len(tokenizer), self.config.text_dim, self.text_len,
+                                  int(tokenizer.pad_token_id))
+    self.backend = SegmentImageBackend(
+        self.config, text_encoder=lambda p, ids: self.encoder.apply({"params": p}, ids))
+
+  def init_boxed(self, rng: jax.Array):
+    r1, r2 = jax.random.split(rng)
+    params = self.backend.init_boxed(r1)
+    params["text_encoder"] = self.encoder.init(
+        r2, jnp.zeros((1, self.text_len), jnp.int32))["params"]
+    return params
+
+  def command_ids(self, text: str, what: str = "command") -> np.ndarray:
+    ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids or len(ids) > self.text_len:
+      raise ValueError(f"{what} {text!r} has {len(ids)} tokens; the segmenter's text encoder "
+                       f"takes 1 to text_len={self.text_len}")
+    out = np.full((self.text_len,), int(self.tokenizer.pad_token_id), np.int32)
+    out[:len(ids)] = ids
+    return out
+
+  def condition(self, params, command_ids: jax.Array) -> jax.Array:
+    """The native condition `[B, K, C]` of commands `[B, text_len]`."""
+    return self.backend.native_condition(params, command_ids)
+
+
+def command_of(sample: Any) -> str:
+  """The command text of a sample's expected invocation (PixelWorld ref_seg answers)."""
+  inv = I.find_invocation(sample["conversations"][-1]["value"])
+  if not inv:
+    raise pipeline.BadSampleError(pipeline.sample_id_of(sample), "no invocation",
+                                  f"the expected answer holds no valid invocation ({inv})")
+  return inv.command
 
 
 class SegmentEncoder:
-  """A PixelWorld ref_seg sample -> {"pixel_values", "boxes" [1, 4], "masks"} (model frame)."""
+  """A PixelWorld ref_seg sample -> {"pixel_values", "boxes" [1, 4], "masks", "command_ids"}
+  (model frame)."""
 
-  def __init__(self, backend: SegmentImageBackend, image_size: int):
-    self.backend, self.image_size = backend, image_size
+  def __init__(self, segmenter: Segmenter, image_size: int):
+    self.segmenter, self.image_size = segmenter, image_size
 
   def __call__(self, sample):
     sid = pipeline.sample_id_of(sample)
@@ -63,12 +121,32 @@ class SegmentEncoder:
     if np.shape(images[0]) != (self.image_size, self.image_size, 3):
       raise pipeline.BadSampleError(sid, "wrong image size",
                                     f"need one {self.image_size}px RGB image")
+    try:
+      ids = self.segmenter.command_ids(command_of(sample))
+    except ValueError as e:
+      raise pipeline.BadSampleError(sid, "command does not fit", str(e)) from e
     box = np.asarray(targets["boxes"], np.float32).reshape(1, 1, 4)
-    inp = self.backend.preprocess(np.asarray(images[0])[None], boxes=box,
-                                  target_masks=np.asarray(targets["mask"])[None])
+    inp = self.segmenter.backend.preprocess(np.asarray(images[0])[None], boxes=box,
+                                            target_masks=np.asarray(targets["mask"])[None])
     return {"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
             "boxes": np.asarray(inp["boxes"][0], np.float32),
-            "masks": np.asarray(inp["masks"][0], np.float32)}
+            "masks": np.asarray(inp["masks"][0], np.float32), "command_ids": ids}
+
+
+def segmenter_loss(segmenter: Segmenter, params, batch, condition: jax.Array,
+                   prompts: Sequence[str] = ("box", "text")):
+  """Mean of the mask losses from each prompt: "box" (the box and `condition`), "text"
+  (`condition` alone); the image is embedded once. Metrics `{prompt}/{name}`."""
+  backend = segmenter.backend
+  batch = dict(batch)
+  batch["image_embeddings"] = backend.image_embeddings(params, batch)
+  total, metrics = 0.0, {}
+  for p in prompts:
+    b = batch if p == "box" else {k: v for k, v in batch.items() if k != "boxes"}
+    loss, m = backend.loss(params, b, condition)
+    total = total + loss / len(prompts)
+    metrics.update({f"{p}/{k}": v for k, v in m.items()})
+  return total, metrics
 
 
 def mask_iou_np(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -86,28 +164,29 @@ class PixelWorldSegmenterTask:
 
   def __init__(self, config: Any):
     self.cfg = config
-    pw = config.data.get("pixelworld") or {}
-    self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
-                                    num_frames=int(pw.get("num_frames", 8)),
-                                    max_objects=int(pw.get("max_objects", 4)))
-    self.world_seed = int(pw.get("seed", 0))
+    self.world_config = WorldConfig.from_config(config.data)
+    self.world_seed = int((config.data.get("pixelworld") or {}).get("seed", 0))
     size = self.world_config.image_size
-    self.seg_config = segmentation_config(config.model.get("segmenter"), size)
-    self.backend = SegmentImageBackend(self.seg_config)
-    self.encoder = SegmentEncoder(self.backend, size)
+    self.segmenter = Segmenter(config.model.get("segmenter"), size,
+                               PT.load(config.task.get("tokenizer", "pixelworld")))
+    self.backend = self.segmenter.backend
+    self.encoder = SegmentEncoder(self.segmenter, size)
     self._run = None
 
   def init(self, rng):
-    return {"backends": {MODULE: self.backend.init_boxed(rng)}}
+    return {"backends": {MODULE: self.segmenter.init_boxed(rng)}}
 
   def batch_spec(self):
-    s = self.seg_config.sam.image_size
+    s = self.segmenter.config.sam.image_size
     return {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
-            "masks": ((s, s), np.float32)}
+            "masks": ((s, s), np.float32),
+            "command_ids": ((self.segmenter.text_len,), np.int32)}
 
   def loss(self, params, batch, rng):
-    loss, metrics = self.backend.loss(params["backends"][MODULE], batch, None, rng)
-    metrics = dict(metrics)
+    del rng
+    p = params["backends"][MODULE]
+    loss, metrics = segmenter_loss(self.segmenter, p, batch,
+                                   self.segmenter.condition(p, batch["command_ids"]))
     metrics["weight"] = jnp.float32(batch["masks"].shape[0])
     return loss, metrics
 
@@ -125,20 +204,29 @@ class PixelWorldSegmenterTask:
     return {f"backend_{MODULE}": rf"^backends/{MODULE}/"}
 
   def evaluate(self, params, step, workdir=None):
-    """Held-out mask IoU of box-prompted segmentation, beside the box-as-mask IoU."""
+    """Held-out mask IoU from box + text and from text alone, beside the box-as-mask IoU."""
     del step, workdir
     n = int(self.cfg.get("eval", {}).get("num_samples", 64))
     world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
     samples = [world.sample(i, task=SEG_TASK) for i in range(n)]
     rows = [self.encoder(s) for s in samples]
-    batch = {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes")}
+    batch = {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes",
+                                                          "command_ids")}
     if self._run is None:
-      self._run = jax.jit(lambda p, b: self.backend.run(p["backends"][MODULE], b, None)["masks"])
-    masks = np.asarray(self._run(params, replicate_like(params, batch)))[:, 0]
+      def run(p, b):
+        p = p["backends"][MODULE]
+        cond = self.segmenter.condition(p, b["command_ids"])
+        text_only = {"pixel_values": b["pixel_values"]}
+        return (self.backend.run(p, b, cond)["masks"],
+                self.backend.run(p, text_only, cond)["masks"])
+      self._run = jax.jit(run)
+    box_masks, text_masks = (np.asarray(m)[:, 0] for m in
+                             self._run(params, replicate_like(params, batch)))
     truth = np.stack([np.asarray(s["targets"]["mask"], bool) for s in samples])
     boxes = np.stack([box_mask(np.asarray(s["targets"]["boxes"])[0], truth.shape[1:])
                       for s in samples])
-    return {"mask_iou": float(mask_iou_np(masks, truth).mean()),
+    return {"mask_iou": float(mask_iou_np(box_masks, truth).mean()),
+            "text_mask_iou": float(mask_iou_np(text_masks, truth).mean()),
             "box_as_mask_iou": float(mask_iou_np(boxes, truth).mean())}
 
 

@@ -26,6 +26,8 @@ Contract (all pure and jit-able where it says so):
   (one per model component); every parameter path ("a/b/kernel") must match exactly one.
 * `evaluate(params, step, workdir) -> {name: float}` (optional): periodic evaluation; a
   ``"pictures"`` entry `{tag: (png bytes, height, width)}` goes to TensorBoard.
+* `frozen() -> [regex]` (optional): parameter paths that never train whatever `optim` says
+  (VITRON's backends: they are loaded, used in the loss, checkpointed, never updated).
 * `save_assets(workdir)` (optional): called once on the primary host before training, for
   files a trained run needs besides its checkpoints (e.g. the tokenizer).
 """

@@ -9,7 +9,9 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   max_objects, seed); kind "llava_json" (where = a local LLaVA / Vitron JSON folder, built to
   tfds on first use). Samples become static-shape examples (`data.vitron_examples`).
 * loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
-  backend); backend hooks join when backends are attached (see `backend_hooks`).
+  backend); attached backends (`train.vitron_backends`: `model.segmenter` attaches the
+  frozen image segmenter, parameters under `backends/segment_image/`) join the same jitted
+  step through their hooks.
 * evaluation: PixelWorld samples of every trained subtask from each split of `eval.split`
   ("heldout", or several joined by commas, e.g. "val,heldout"; the first is the primary one:
   unprefixed metrics, the others as ``{split}/...``), answered by free-running greedy decoding
@@ -48,6 +50,7 @@ from vitron_jax.models.vitron_config import vitron_config_from
 from vitron_jax.models.vitron_decoding import generate
 from vitron_jax.protocol.tokenizer import decode_text, protocol_ids
 from vitron_jax.train.task import register_task
+from vitron_jax.train.vitron_backends import attachments
 
 SOURCE_KINDS = ("pixelworld", "llava_json")
 TOKENIZER_DIR = "tokenizer"  # under the workdir (`save_assets`)
@@ -91,9 +94,7 @@ class VitronTask:
     self.model = Vitron(self.vcfg)
     self.sources = parse_sources(config.data.sources)
     pw = config.data.get("pixelworld") or {}
-    self.world_config = WorldConfig(image_size=int(pw.get("image_size", 64)),
-                                    num_frames=int(pw.get("num_frames", 8)),
-                                    max_objects=int(pw.get("max_objects", 4)))
+    self.world_config = WorldConfig.from_config(config.data)
     self.world_seed = int(pw.get("seed", 0))
     fe = self.vcfg.frontend
     if fe.vision.image_size != self.world_config.image_size or (
@@ -112,7 +113,9 @@ class VitronTask:
         system=t.get("system", None))
     self.encoder = VE.VitronEncoder(self.tokenizer, self.layout)
     self.weights = LossWeights(**{k: float(v) for k, v in config.get("loss", {}).items()})
-    self.hooks, self.backend_params = (), {}
+    self.backends = attachments(config, self.world_config.image_size, self.tokenizer,
+                                self.vcfg.head)
+    self.hooks = tuple(b.hook for b in self.backends.values())
 
   def _subtasks(self) -> tuple[str, ...]:
     names: list[str] = []
@@ -123,27 +126,58 @@ class VitronTask:
 
   # -- model ---------------------------------------------------------------------------------
   def init(self, rng):
-    return self.model.init(rng, dummy_batch(self.vcfg, 1),
-                           natives=dummy_natives(self.vcfg, 1))["params"]
+    r_model, r_back = jax.random.split(rng)
+    params = dict(self.model.init(r_model, dummy_batch(self.vcfg, 1),
+                                  natives=dummy_natives(self.vcfg, 1))["params"])
+    if self.backends:
+      keys = jax.random.split(r_back, len(self.backends))
+      params["backends"] = {m: b.init_boxed(k) for (m, b), k in zip(self.backends.items(), keys)}
+    return params
+
+  def frozen(self) -> tuple[str, ...]:
+    """The attached backends never train (they are loaded from their pretraining stage)."""
+    return (r"^backends/",) if self.backends else ()
 
   def batch_spec(self):
     s = self.layout.image_size
     probe = {"id": "batch_spec", "conversations": [
         {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "."}],
              "images": [np.zeros((s, s, 3), np.uint8)], "regions": []}
-    return {k: (np.shape(v), np.asarray(v).dtype) for k, v in self.encoder(probe).items()}
+    spec = {k: (np.shape(v), np.asarray(v).dtype) for k, v in self.encoder(probe).items()}
+    for b in self.backends.values():
+      spec.update(b.batch_spec())
+    return spec
+
+  def example(self, sample) -> dict[str, np.ndarray]:
+    """A training example: the encoded conversation plus each attached backend's fields."""
+    out = self.encoder(sample)
+    for b in self.backends.values():
+      out.update(b.example(sample))
+    return out
 
   def loss(self, params, batch, rng):
-    return vitron_loss(self.model, params, VE.nest(batch), rng, hooks=self.hooks,
-                       backend_params=self.backend_params, weights=self.weights)
+    batch = VE.nest(batch)
+    params = dict(params)
+    backend_params = params.pop("backends", {})
+    counts = {}
+    if self.backends:
+      batch["backend"], batch["backend_rows"] = {}, {}
+      for m, b in self.backends.items():
+        batch["backend"][m], batch["backend_rows"][m], c = b.gather(batch.pop(m))
+        counts.update(c)
+    loss, metrics = vitron_loss(self.model, params, batch, rng, hooks=self.hooks,
+                                backend_params=backend_params, weights=self.weights)
+    metrics.update(counts)
+    return loss, metrics
 
   def components(self):
+    backends = {f"backend_{m}": rf"^backends/{m}/" for m in self.backends}
     comps = self.cfg.task.get("components", None)
     if comps:
-      return {k: v.replace("(model/)?", "") for k, v in dict(comps).items()}
+      return {**{k: v.replace("(model/)?", "") for k, v in dict(comps).items()}, **backends}
     return {"llm": r"^llm/", "vision": r"^frontend/vision_tower/",
             "frontend": r"^frontend/(mm_projector|region_encoder)/", "head": r"^head/",
-            "discriminator": r"^discriminator/"}
+            "discriminator": r"^discriminator/", **backends}
 
   # -- data ----------------------------------------------------------------------------------
   def _datasets(self) -> list:
@@ -168,7 +202,7 @@ class VitronTask:
         self._datasets(), global_batch=global_batch, process_index=process_index,
         process_count=process_count, weights=[w for _, _, w in self.sources],
         seed=int(d.seed), shuffle=any(k != "pixelworld" for k, _, _ in self.sources),
-        transforms=[self.encoder], num_workers=int(d.num_workers), strict=bool(d.strict),
+        transforms=[self.example], num_workers=int(d.num_workers), strict=bool(d.strict),
         max_bad_fraction=float(d.max_bad_fraction))
 
   def save_assets(self, workdir: str) -> None:
@@ -176,24 +210,36 @@ class VitronTask:
     PT.save(self.tokenizer, os.path.join(workdir, TOKENIZER_DIR))
 
   # -- evaluation ----------------------------------------------------------------------------
+  def model_params(self, params):
+    """The Vitron model's part of the task's parameters (attached backends left out)."""
+    return {k: v for k, v in dict(params).items() if k != "backends"}
+
   def answer(self, params, samples: Sequence[dict], *, batch_size: int = 16,
-             max_new_tokens: int = 48) -> list[str]:
-    """Free-running greedy answers to the first human turn of each sample."""
+             max_new_tokens: int = 48, with_signals: bool = False):
+    """Free-running greedy answers to the first human turn of each sample; with_signals also
+    gives, per answer, its first invocation's (query-slot hidden states [K, D], validity [K],
+    head module index or -1)."""
     prompts = [self.encoder.prompt(s) for s in samples]
     texts: list[str] = []
+    signals: list[tuple[np.ndarray, np.ndarray, int]] = []
     eos = self.tokenizer.eos_token_id
+    model_params = self.model_params(params)
     for i in range(0, len(prompts), batch_size):
       chunk = prompts[i:i + batch_size]
       n = len(chunk)
       chunk = chunk + [chunk[-1]] * (batch_size - n)  # static batch: one compilation
-      out = generate(self.model, params, VE.nest(VE.stack(chunk)),
+      out = generate(self.model, model_params, VE.nest(VE.stack(chunk)),
                      max_new_tokens=max_new_tokens, stop_tokens=(eos,),
                      pad_token_id=self.tokenizer.pad_token_id)
       tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+      if with_signals:
+        sig, valid, mods = (np.asarray(x)[:, 0] for x in (out.signals, out.signal_valid,
+                                                          out.signal_modules))
+        signals += [(sig[r], valid[r], int(mods[r])) for r in range(n)]
       for r in range(n):
         ids = [int(x) for x in tokens[r, :lengths[r]] if int(x) != eos]
         texts.append(decode_text(self.tokenizer, ids).strip())
-    return texts
+    return (texts, signals) if with_signals else texts
 
   def eval_splits(self) -> tuple[str, ...]:
     """`eval.split`: one PixelWorld split or several joined by commas ("val,heldout"); the
@@ -222,13 +268,18 @@ class VitronTask:
         kept.append(s)
       except pipeline.BadSampleError:
         pass
-    answers = self.answer(params, kept, batch_size=int(e.get("batch_size", 16)),
-                          max_new_tokens=int(e.get("max_new_tokens", 48)))
+    answers, signals = self.answer(params, kept, batch_size=int(e.get("batch_size", 16)),
+                                   max_new_tokens=int(e.get("max_new_tokens", 48)),
+                                   with_signals=True)
     rows = []
     for s, a in zip(kept, answers):
       scores, chance = EA.score_answer(s, a, max_objects=self.world_config.max_objects)
       rows.append((s["subtask"], scores, chance))
-    return kept, answers, rows, EA.summarize(rows), len(samples) - len(kept)
+    outputs = []  # what the attached backends make of the answers
+    for b in self.backends.values():
+      outputs += b.score(self.model, self.model_params(params), params["backends"][b.module],
+                         kept, answers, signals)
+    return kept, answers, rows, EA.summarize(rows + outputs), len(samples) - len(kept)
 
   def evaluate(self, params, step, workdir=None):
     if not self.subtasks:

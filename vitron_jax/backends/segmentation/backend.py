@@ -121,13 +121,14 @@ class SegmentImageBackend(Backend):
   # -- contract ----------------------------------------------------------------------------
   def loss(self, params: Params, batch: Batch, condition: jax.Array | None,
            rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """BCE + dice on the masks (model frame) + MSE of the IoU head."""
+    """BCE + dice on the masks (model frame) + MSE of the IoU head; `batch["row_weights"]`
+    `[B]` (optional) weighs the images."""
     del rng  # deterministic
     masks, iou = self._decode(params, batch, condition)
     cfg = self.config
     return sam_mask_loss(masks, iou, batch["masks"], bce_weight=cfg.bce_weight,
                          dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight,
-                         threshold=cfg.mask_threshold)
+                         threshold=cfg.mask_threshold, weights=batch.get("row_weights"))
 
   def run(self, params: Params, inputs: Batch, condition: jax.Array | None,
           rng: jax.Array | None = None) -> dict[str, jax.Array]:

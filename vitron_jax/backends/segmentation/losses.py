@@ -3,7 +3,9 @@
 Shapes: logits and targets `[..., H, W]` (targets in {0, 1}); per-mask losses reduce H, W.
 `sam_mask_loss` takes the decoder's `[B, P, M, h, w]` logits and `[B, P, M]` IoU predictions,
 upsamples the logits to the target size, and with M > 1 keeps the best of the M masks per
-prompt (SAM's ambiguity-aware training); the IoU head is regressed on all M.
+prompt (SAM's ambiguity-aware training); the IoU head is regressed on all M. `weights` `[B]`
+weigh the images (e.g. 0 for the padding rows of a VITRON batch's segmentation group): every
+term and metric is the weighted mean over images.
 """
 from __future__ import annotations
 
@@ -35,11 +37,12 @@ def mask_iou(pred: jax.Array, targets: jax.Array) -> jax.Array:
 
 def sam_mask_loss(low_res_logits: jax.Array, iou_pred: jax.Array, targets: jax.Array, *,
                   bce_weight: float = 1.0, dice_weight: float = 1.0, iou_weight: float = 1.0,
-                  threshold: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  threshold: float = 0.0, weights: jax.Array | None = None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Scalar loss and metrics.
 
   low_res_logits `[B, P, M, h, w]`, iou_pred `[B, P, M]`, targets `[B, P, S, S]` (or `[B, S,
-  S]` with P = 1) in the model frame.
+  S]` with P = 1) in the model frame; weights `[B]` (default: all 1).
   """
   b, p, m = low_res_logits.shape[:3]
   if targets.ndim == 3:
@@ -57,8 +60,16 @@ def sam_mask_loss(low_res_logits: jax.Array, iou_pred: jax.Array, targets: jax.A
   best = jnp.argmin(per, axis=-1)
   take = lambda x: jnp.take_along_axis(x, best[..., None], axis=-1)[..., 0]
   achieved = jax.lax.stop_gradient(mask_iou(logits > threshold, t))
-  iou_mse = jnp.square(iou_pred.astype(jnp.float32) - achieved).mean()
-  loss = take(per).mean() + iou_weight * iou_mse
-  metrics = {"loss": loss, "bce": take(bce).mean(), "dice": take(dice).mean(),
-             "iou_mse": iou_mse, "mask_iou": take(achieved).mean()}
+  if weights is None:
+    weights = jnp.ones((b,), jnp.float32)
+  if tuple(weights.shape) != (b,):
+    raise ValueError(f"mask loss weights must be [{b}] (one per image), got "
+                     f"{tuple(weights.shape)}")
+  w = weights.astype(jnp.float32)
+  total = jnp.maximum(w.sum(), 1e-6)
+  mean = lambda x: (x.reshape(b, -1).mean(1) * w).sum() / total  # weighted over images
+  iou_mse = mean(jnp.square(iou_pred.astype(jnp.float32) - achieved))
+  loss = mean(take(per)) + iou_weight * iou_mse
+  metrics = {"loss": loss, "bce": mean(take(bce)), "dice": mean(take(dice)),
+             "iou_mse": iou_mse, "mask_iou": mean(take(achieved))}
   return loss, metrics

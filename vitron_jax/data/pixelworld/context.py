@@ -36,6 +36,14 @@ class WorldConfig:
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
+  @classmethod
+  def from_config(cls, data_config) -> "WorldConfig":
+    """From a training config's `data` section: `data.pixelworld` (image_size, num_frames,
+    max_objects; `seed` is the task's, not the world's)."""
+    pw = data_config.get("pixelworld") or {}
+    return cls(image_size=int(pw.get("image_size", 64)), num_frames=int(pw.get("num_frames", 8)),
+               max_objects=int(pw.get("max_objects", 4)))
+
 
 @dataclasses.dataclass
 class Ctx:
