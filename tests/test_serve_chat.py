@@ -26,6 +26,9 @@ def workdir(tmp_path_factory):
             "--config.data.global_batch=4",
             "--config.stages.s1_vision.train.steps=2", "--config.stages.s1_vision.data.global_batch=4",
             "--config.stages.s1_vision.optim.warmup_steps=1",
+            "--config.stages.s0_segmenter.train.steps=2",
+            "--config.stages.s0_segmenter.data.global_batch=4",
+            "--config.stages.s0_segmenter.optim.warmup_steps=1",
             "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
             "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
             config=CONFIG, timeout=400)
@@ -88,7 +91,10 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   answers = iter(["Sure. <inv><seg_image><cmd>the red circle</cmd></inv>",
                   "Sure. <inv><seg_image><cmd>the red circle</cmd><region><loc0001></region></inv>",
                   "Sure. <inv><gen_image><cmd>a cat</cmd></inv>"])
-  monkeypatch.setattr(bot.task, "answer", lambda *a, **k: [next(answers)])
+  real_answer = bot.task.answer
+  signal = real_answer(bot.params, [bot.sample_of(msgs, [img])], batch_size=1,
+                       max_new_tokens=2, with_signals=True)[1][0]
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **k: ([next(answers)], [signal]))
   ok = bot.chat(msgs, images=[img])
   assert ok.invocation.module == "segment_image" and ok.note == "ran segment_image"
   assert ok.files and os.path.isfile(ok.files[0]) and calls[0][1] == img.shape
@@ -98,6 +104,27 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   missing = bot.chat(msgs, images=[img])
   assert "no backend loaded for module 'generate_image'" in missing.note
   del bot.backends["segment_image"]
+
+
+def test_the_runs_segmenter_is_built_in(bot, tmp_path, monkeypatch):
+  bot.out_dir = str(tmp_path)
+  img = _image(bot)
+  msgs = [{"role": "user", "content": "Segment the red circle."}]
+  box = I.normalize_box((4, 4, 20, 20), 32, 32)
+  answer = ("Sure. <inv><seg_image><cmd>the red circle</cmd><region>"
+            f"{I.box_to_loc_tokens(box)}</region></inv>")
+  k = bot.task.vcfg.head.num_queries[bot.task.vcfg.head.index("segment_image")]
+  signal = (np.ones((bot.task.vcfg.head.k_max, bot.task.vcfg.llm.hidden_size), np.float32),
+            np.arange(bot.task.vcfg.head.k_max) < k, bot.task.vcfg.head.index("segment_image"))
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **k: ([answer], [signal]))
+  reply = bot.chat(msgs, images=[img])
+  assert reply.note == "ran segment_image (built in; box and signals)", reply.note
+  mask_png, overlay_png = reply.files
+  mask = np.asarray(PIL.Image.open(mask_png))
+  assert mask.shape == img.shape[:2] and set(np.unique(mask)) <= {0, 255}
+  assert PIL.Image.open(overlay_png).size == (4 * 32, 4 * 32)
+  no_image = bot.chat([{"role": "user", "content": "Segment the red circle."}])
+  assert "needs exactly one image" in no_image.note and not no_image.files
 
 
 def test_bad_chat_input(bot):

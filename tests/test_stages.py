@@ -117,16 +117,23 @@ def test_init_sources_parsing():
 
 
 def _vision_params(step_dir, item):
+  return _item(step_dir, item)["frontend"]["vision_tower"]
+
+
+def _item(step_dir, item):
   ck = ocp.StandardCheckpointer()
   tree = ck.restore(os.path.join(step_dir, item))
   ck.close()
-  return tree["frontend"]["vision_tower"]
+  return tree
 
 
 @pytest.mark.slow
 def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
   args = ("--config.stages.s1_vision.train.steps=3", "--config.stages.s1_vision.data.global_batch=8",
           "--config.stages.s1_vision.optim.warmup_steps=1",
+          "--config.stages.s0_segmenter.train.steps=2",
+          "--config.stages.s0_segmenter.data.global_batch=4",
+          "--config.stages.s0_segmenter.optim.warmup_steps=1",
           "--config.train.steps=2", "--config.optim.warmup_steps=1",
           "--config.data.global_batch=4", "--config.train.eval_at_end=False",
           "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
@@ -139,6 +146,14 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
   b = _vision_params(str(tmp_path / "checkpoints" / "2"), "params_vision")
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  # a rerun neither trains the finished stage again nor repeats the finished main run
+  # the segmenter stage ran first; its backend is in the main run's step, frozen by the task
+  seg_dir = tmp_path / "stages" / "s0_segmenter" / "checkpoints" / "2"
+  a = _item(str(seg_dir), "params_backend_segment_image")
+  b = _item(str(tmp_path / "checkpoints" / "2"), "params_backend_segment_image")
+  assert len(jax.tree_util.tree_leaves(a)) > 20
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # a rerun neither trains the finished stages again nor repeats the finished main run
   again = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
   assert "stage s1_vision already finished" in again.stderr
+  assert "stage s0_segmenter already finished" in again.stderr

@@ -89,15 +89,34 @@ def grounded_answer_scores(prediction: Any, gt_boxes: Any, width: int, height: i
   return match_f1(np.array(boxes, np.float64).reshape(-1, 4), gt_boxes)
 
 
+def _random_boxes(width: int, height: int, samples: int, seed: int) -> np.ndarray:
+  """`[samples, 4]` boxes with corners uniform in the image, sorted per axis."""
+  rng = np.random.default_rng(seed)
+  xs = np.sort(rng.uniform(0, width, (samples, 2)), axis=1)
+  ys = np.sort(rng.uniform(0, height, (samples, 2)), axis=1)
+  return np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], -1)
+
+
+def mask_chance(truth: Any, *, samples: int = 256, seed: int = 0) -> float:
+  """Mean IoU of the same uniformly random boxes as `box_chance`, filled in as masks (pixel
+  centres inside), against a bool mask `[H, W]` (the chance level of a mask IoU)."""
+  t = np.asarray(truth, bool)
+  h, w = t.shape
+  b = _random_boxes(w, h, samples, seed)
+  cx, cy = np.arange(w) + 0.5, np.arange(h) + 0.5
+  m = ((cx[None, None] >= b[:, 0, None, None]) & (cx[None, None] < b[:, 2, None, None])
+       & (cy[None, :, None] >= b[:, 1, None, None]) & (cy[None, :, None] < b[:, 3, None, None]))
+  inter = (m & t[None]).sum((1, 2))
+  union = (m | t[None]).sum((1, 2))
+  return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
+
+
 def box_chance(gt_boxes: Any, width: int, height: int, *, samples: int = 256, seed: int = 0
                ) -> dict[str, float]:
   """Mean IoU and IoU > 0.5 rate of uniformly random boxes (corners uniform in the image,
   sorted per axis) against the given ground truth; Monte Carlo with a fixed seed."""
   g = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-  rng = np.random.default_rng(seed)
-  xs = np.sort(rng.uniform(0, width, (samples, 2)), axis=1)
-  ys = np.sort(rng.uniform(0, height, (samples, 2)), axis=1)
-  rand = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], -1)
+  rand = _random_boxes(width, height, samples, seed)
   iou = box_iou(rand[:, None], g[None])
   return {"iou": float(iou.mean()) if iou.size else 0.0,
           "acc@0.5": float((iou > IOU_THRESHOLD).mean()) if iou.size else 0.0}

@@ -14,6 +14,11 @@ without a placeholder gets ``<image>`` / ``<video>`` prepended when media are gi
 does). The model, its tokenizer and the compiled decoder stay loaded between turns. A malformed
 invocation is answered in text with the parser's reason; a module whose backend is not loaded
 says so in the reply instead of failing.
+
+Backends: the run's attached backends are built in (`train.vitron_backends`; the image
+segmenter: it gets the invocation's box and the condition made from the signal embeddings of
+the turn, and writes the mask as ``turn{N}_segment_image_mask.png`` and the image with the mask
+tinted as ``..._overlay.png``); `backends=` adds or overrides others by module name.
 """
 from __future__ import annotations
 
@@ -141,8 +146,9 @@ class Vitron:
     self.turn += 1
     trimmed = (f"dropped the {dropped} oldest turns after the first to fit seq_len "
                f"{self.task.layout.seq_len}; " if dropped else "")
-    text = self.task.answer(self.params, [sample], batch_size=1,
-                            max_new_tokens=max_new_tokens)[0]
+    texts, signals = self.task.answer(self.params, [sample], batch_size=1,
+                                      max_new_tokens=max_new_tokens, with_signals=True)
+    text = texts[0]
     inv = I.find_invocation(text)
     if inv is None:
       return Reply(text, None, note=trimmed.rstrip("; "))
@@ -150,11 +156,35 @@ class Vitron:
       return Reply(f"{text}\n[the invocation could not be parsed: {inv.kind}: {inv.message}]",
                    inv, note=f"{trimmed}malformed invocation ({inv.kind})")
     backend = self.backends.get(inv.module)
-    if backend is None:
+    attached = getattr(self.task, "backends", {}).get(inv.module)
+    if backend is None and attached is None:
       return Reply(text, inv, note=f"{trimmed}no backend loaded for module {inv.module!r}")
     os.makedirs(self.out_dir, exist_ok=True)
-    files = backend(inv, {"sample": sample, "out_dir": self.out_dir, "turn": self.turn})
+    if backend is None:
+      files, note = self._run_attached(attached, sample, text, signals[0])
+      return Reply(text, inv, files=files, note=f"{trimmed}{note}")
+    files = backend(inv, {"sample": sample, "out_dir": self.out_dir, "turn": self.turn,
+                          "signals": signals[0]})
     return Reply(text, inv, files=list(files), note=f"{trimmed}ran {inv.module}")
+
+  def _run_attached(self, attached, sample, text: str, signal) -> tuple[list[str], str]:
+    """The run's own segmenter on this turn's image: (files written, note)."""
+    m = attached.module
+    if len(sample.get("images") or []) != 1:
+      return [], f"{m} needs exactly one image in the conversation, got {len(sample['images'])}"
+    with_box, alone, box_ok, sig_ok = attached.masks(
+        self.task.model, self.task.model_params(self.params), self.params["backends"][m],
+        [sample], [text], [signal])
+    if not (box_ok[0] or sig_ok[0]):
+      return [], f"{m} not run: the invocation has no usable box and no signal embeddings"
+    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
+    import PIL.Image  # pylint: disable=import-outside-toplevel
+    mask = with_box[0] if box_ok[0] else alone[0]
+    base = os.path.join(self.out_dir, f"turn{self.turn}_{m}")
+    PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(base + "_mask.png")
+    overlay(sample["images"][0], masks=[mask]).save(base + "_overlay.png")
+    how = "box and signals" if box_ok[0] else "signals alone (the invocation has no box)"
+    return [base + "_mask.png", base + "_overlay.png"], f"ran {m} (built in; {how})"
 
   def fitted_sample(self, messages, images=(), videos=(), regions=()) -> tuple[dict, int]:
     """`sample_of`, with the oldest (assistant, user) pairs after the first message (which

@@ -22,8 +22,8 @@ Evaluation (`SegmentationAttachment.score`): for every `ref_seg` sample the free
 invocation is parsed and the segmenter is run as chat runs it, on the box the LLM wrote and the
 condition built from the hidden states at the decoded query slots (plus, `text_mask_iou`, from
 that condition alone); row `ref_seg_masks` scores the mask IoU against the exact mask. An
-answer with no valid segmentation invocation scores 0. Chance: a random object's box of the
-same scene filled in as the mask.
+answer with no valid segmentation invocation scores 0. Chance: uniformly random boxes filled
+in as masks (`eval.boxes.mask_chance`, the same boxes as `ref_box`'s chance).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.data.pixelworld.sample import box_mask
+from vitron_jax.eval.boxes import mask_chance
 from vitron_jax.models.objective import BackendHook
 from vitron_jax.models.vitron import Vitron
 from vitron_jax.protocol import invocation as I
@@ -107,10 +107,11 @@ class SegmentationAttachment:
     return segmenter_loss(self.segmenter, params, batch, condition)
 
   # -- evaluation ------------------------------------------------------------------------
-  def _prompts(self, sample, answer: str, module_index: int, signal
+  def _prompts(self, sample, answer: str, module_index: int, signal, uses_signals: bool
                ) -> tuple[dict[str, np.ndarray], bool, bool]:
-    """One answer -> the segmenter's inputs, whether its box is usable, whether its signals
-    are (an answer without a valid segmentation invocation has neither)."""
+    """One answer -> the segmenter's inputs, whether its box is usable, whether its condition
+    is (an answer without a valid segmentation invocation has neither; "text" routing needs
+    no signal tokens)."""
     image = np.asarray(sample["images"][0])
     h, w = image.shape[:2]
     inv = I.find_invocation(answer)
@@ -127,7 +128,7 @@ class SegmentationAttachment:
                      np.float32)
     inp = self.segmenter.backend.preprocess(image[None], boxes=box.reshape(1, 1, 4))
     hq, hv, mid = signal
-    sig_ok = ok and int(mid) == module_index and bool(np.any(hv))
+    sig_ok = ok and (not uses_signals or (int(mid) == module_index and bool(np.any(hv))))
     return ({"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
              "boxes": np.asarray(inp["boxes"][0], np.float32), "command_ids": cmd,
              "h_q": np.asarray(hq), "h_valid": np.asarray(hv, bool),
@@ -151,6 +152,22 @@ class SegmentationAttachment:
       return with_box, alone
     return jax.jit(run)
 
+  def masks(self, model: Vitron, model_params, backend_params, samples, answers, signals
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the segmenter makes of answers to one-image samples: masks `[n, H, W]` from the
+    answer's box + condition, masks from the condition alone, and per answer whether its box
+    and its signals were usable (see `signals` in `score`)."""
+    head = model.config.head
+    mi = head.index(MODULE)
+    prompts = [self._prompts(s, a, mi, g, head.uses_signals)
+               for s, a, g in zip(samples, answers, signals)]
+    batch = {k: np.stack([p[0][k] for p in prompts]) for k in prompts[0][0]}
+    if getattr(self, "_run", None) is None:
+      self._run = self._masks_fn(model)
+    with_box, alone = (np.asarray(m) for m in self._run(model_params, backend_params, batch))
+    return (with_box, alone, np.asarray([p[1] for p in prompts]),
+            np.asarray([p[2] for p in prompts]))
+
   def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
             ) -> list[tuple[str, dict[str, float], dict[str, float]]]:
     """`(EVAL_ROW, scores, chance)` per `ref_seg` sample (see the module docstring);
@@ -159,21 +176,16 @@ class SegmentationAttachment:
     idx = [i for i, s in enumerate(samples) if s["subtask"] == "ref_seg"]
     if not idx:
       return []
-    mi = model.config.head.index(MODULE)
-    prompts = [self._prompts(samples[i], answers[i], mi, signals[i]) for i in idx]
-    batch = {k: np.stack([p[0][k] for p in prompts]) for k in prompts[0][0]}
-    if getattr(self, "_run", None) is None:
-      self._run = self._masks_fn(model)
-    with_box, alone = (np.asarray(m) for m in self._run(model_params, backend_params, batch))
+    with_box, alone, box_ok, sig_ok = self.masks(
+        model, model_params, backend_params, [samples[i] for i in idx],
+        [answers[i] for i in idx], [signals[i] for i in idx])
     rows = []
     for j, i in enumerate(idx):
       s = samples[i]
       truth = np.asarray(s["targets"]["mask"], bool)
-      _, box_ok, sig_ok = prompts[j]
-      iou = float(mask_iou_np(with_box[j], truth)) if box_ok else 0.0
-      iou_alone = float(mask_iou_np(alone[j], truth)) if sig_ok else 0.0
-      chance = float(np.mean([mask_iou_np(box_mask(np.asarray(o["boxes"])[0], truth.shape),
-                                          truth) for o in s["objects"]]))
+      iou = float(mask_iou_np(with_box[j], truth)) if box_ok[j] else 0.0
+      iou_alone = float(mask_iou_np(alone[j], truth)) if sig_ok[j] else 0.0
+      chance = mask_chance(truth)
       rows.append((EVAL_ROW, {"mask_iou": iou, "text_mask_iou": iou_alone},
                    {"mask_iou": chance}))
     return rows
@@ -192,4 +204,3 @@ def attachments(config: Any, image_size: int, tokenizer: Any, head: Any
                      f"(attached: {[MODULE]})")
   return {MODULE: SegmentationAttachment(fields, image_size, tokenizer, head,
                                          int(rows.get(MODULE, 8)))}
-

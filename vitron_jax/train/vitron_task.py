@@ -126,11 +126,10 @@ class VitronTask:
 
   # -- model ---------------------------------------------------------------------------------
   def init(self, rng):
-    r_model, r_back = jax.random.split(rng)
-    params = dict(self.model.init(r_model, dummy_batch(self.vcfg, 1),
+    params = dict(self.model.init(rng, dummy_batch(self.vcfg, 1),
                                   natives=dummy_natives(self.vcfg, 1))["params"])
-    if self.backends:
-      keys = jax.random.split(r_back, len(self.backends))
+    if self.backends:  # (replaced by their stage's checkpoint in a run with stages)
+      keys = jax.random.split(jax.random.fold_in(rng, 1), len(self.backends))
       params["backends"] = {m: b.init_boxed(k) for (m, b), k in zip(self.backends.items(), keys)}
     return params
 
