@@ -26,7 +26,7 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 
 DEMO_WORKDIR ?= runs/demo
 demo: $(VENV)/.installed-main
-	$(VENV)/bin/vitron-train --config=experiments/lm_synthetic.py --workdir=$(DEMO_WORKDIR)
+	$(VENV)/bin/vitron-train --config=experiments/pixelworld.py:quick --workdir=$(DEMO_WORKDIR)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)

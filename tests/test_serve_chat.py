@@ -191,3 +191,24 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   assert len(tok) == len(bot.task.tokenizer)
   meta = json.loads((dst / "vitron.json").read_text())
   assert tuple(meta["head"]["modules"]) == vcfg.head.modules
+  # the attached segmenter: SAM as a transformers folder, box-prompted masks as ours
+  seg_dir = dst / "backends" / "segment_image"
+  att = bot.task.backends["segment_image"]
+  bp = params["backends"]["segment_image"]
+  inp = att.segmenter.backend.preprocess(_image(bot)[None], boxes=np.float32([[[4, 6, 20, 24]]]))
+  ours = att.segmenter.backend.run(bp, inp, None)
+  sam = transformers.SamModel.from_pretrained(seg_dir / "sam").eval()
+  with torch.no_grad():
+    theirs = sam(pixel_values=torch.from_numpy(np.array(inp["pixel_values"]).transpose(
+        0, 3, 1, 2)), input_boxes=torch.from_numpy(np.array(inp["boxes"])),
+        multimask_output=False)
+  np.testing.assert_allclose(np.asarray(ours["low_res_masks"]), theirs.pred_masks[:, :, 0].numpy(),
+                             atol=2e-4, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours["scores"]), theirs.iou_scores[:, :, 0].numpy(),
+                             atol=2e-4, rtol=1e-4)
+  from safetensors.numpy import load_file
+  own = load_file(seg_dir / "own.safetensors")
+  assert own["text_encoder/token_embedding/embedding"].shape[0] == len(bot.task.tokenizer)
+  np.testing.assert_array_equal(own["prompts/text_projection/queries"],
+                                np.asarray(bp["prompts"]["text_projection"]["queries"]))
+  assert json.loads((seg_dir / "segmenter.json").read_text())["text_len"] == att.segmenter.text_len

@@ -10,6 +10,14 @@ writes
                   `convert.torch_heads`)
     tokenizer/    the run's tokenizer (`save_pretrained`), protocol tokens included
     vitron.json   the `VitronConfig` (protocol token ids, head modules, routing, shapes)
+    backends/segment_image/   when the run attached the segmenter:
+        sam/              transformers `SamModel` folder (image encoder, prompt encoder, mask
+                          decoder; box / point / mask prompts work as in transformers)
+        own.safetensors   the parts transformers has no class for, under their Flax paths:
+                          `prompts/text_projection/...` (the native condition's projection)
+                          and `text_encoder/...` (`CommandEncoder`); Dense kernels `[in, out]`
+        segmenter.json    num_signal_tokens, text_dim, text_len, the tokenizer's pad id and
+                          how the condition joins SAM's sparse prompts
 
 from the newest checkpoint of the run (or `step`).
 """
@@ -18,10 +26,15 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
+
+from vitron_jax.backends.segmentation.sam import SamModel
 from vitron_jax.convert.clip import save_clip_vision
 from vitron_jax.convert.heads import save_heads
 from vitron_jax.convert.llama import save_llama
-from vitron_jax.convert.safetensors_io import write_json
+from vitron_jax.convert.safetensors_io import write_json, write_weights
+from vitron_jax.convert.sam import save_sam
+from vitron_jax.convert.tree import flatten
 from vitron_jax.models.clip import CLIPVisionModel
 from vitron_jax.models.llama import Llama
 
@@ -39,4 +52,19 @@ def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int 
   save_heads(params, vcfg, dst / "heads")
   bot.task.tokenizer.save_pretrained(str(dst / "tokenizer"))
   write_json(vcfg.to_dict(), dst / "vitron.json")
+  for m, att in getattr(bot.task, "backends", {}).items():
+    _save_segmenter(att.segmenter, params["backends"][m], dst / "backends" / m)
   return dst
+
+
+def _save_segmenter(segmenter, params, folder: pathlib.Path) -> None:
+  cfg = segmenter.config
+  save_sam(SamModel(cfg.sam), params["sam"], folder / "sam")
+  own = {k: np.asarray(v) for k, v in flatten({"prompts": params["prompts"],
+                                                "text_encoder": params["text_encoder"]}).items()}
+  write_weights(own, folder, filename="own.safetensors")
+  write_json({"num_signal_tokens": cfg.num_signal_tokens, "text_dim": cfg.text_dim,
+              "text_len": segmenter.text_len, "pad_token_id": int(segmenter.tokenizer.pad_token_id),
+              "width": cfg.width,
+              "condition": "[B, K, width] tokens appended to SAM's sparse prompt embeddings "
+                           "(after the point / box tokens)"}, folder / "segmenter.json")
