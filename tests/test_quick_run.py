@@ -1,7 +1,7 @@
 """The quick PixelWorld run, exactly as a user starts it (`vitron-train
 --config=experiments/pixelworld.py:quick`, nothing overridden but the workdir): it finishes and
 its evaluation (free-running answers on unseen samples) beats chance on every task it trains,
-the masks its frozen segmenter makes from the answers included. About seven minutes on 2 CPU
+the masks its frozen segmenter makes from the answers included. About twelve minutes on 2 CPU
 cores."""
 import json
 import subprocess
