@@ -65,6 +65,7 @@ class SegmentationAttachment:
     self.rows = int(rows)
     self.encoder = SegmentEncoder(self.segmenter, image_size)
     self.hook = BackendHook(MODULE, self._loss, self.segmenter.condition)
+    self._run = None  # the jitted mask maker of `masks`, built on first use
     s, lc = self.segmenter.config.sam.image_size, self.segmenter.text_len
     self._spec = {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
                   "masks": ((s, s), np.float32), "command_ids": ((lc,), np.int32),
@@ -162,7 +163,7 @@ class SegmentationAttachment:
     prompts = [self._prompts(s, a, mi, g, head.uses_signals)
                for s, a, g in zip(samples, answers, signals)]
     batch = {k: np.stack([p[0][k] for p in prompts]) for k in prompts[0][0]}
-    if getattr(self, "_run", None) is None:
+    if self._run is None:
       self._run = self._masks_fn(model)
     with_box, alone = (np.asarray(m) for m in self._run(model_params, backend_params, batch))
     return (with_box, alone, np.asarray([p[1] for p in prompts]),
