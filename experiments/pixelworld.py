@@ -3,6 +3,7 @@
     vitron-train --config=experiments/pixelworld.py:quick --workdir=/tmp/pw_quick
     vitron-train --config=experiments/pixelworld.py --workdir=/tmp/pw          # all tasks, longer
     vitron-train --config=experiments/pixelworld.py:segmenter --workdir=/tmp/pw_seg
+    vitron-train --config=experiments/pixelworld.py:generator --workdir=/tmp/pw_gen
 
 "quick": the tiny model (`vitron_tiny.py`), 32 px images, the image tasks but grounded QA
 (`QUICK_UNDERSTAND` weighted 3:1 against `QUICK_INVOKE`); stages `s0_segmenter` (300 steps of
@@ -12,8 +13,14 @@ step (`model.segmenter`: its mask loss on up to `task.backend_rows.segment_image
 Evaluated on the `val` split (unseen samples: did it learn the tasks?) and then on `heldout`
 (unseen colour-shape combinations on the object each sample is about: does it generalise?);
 row `ref_seg_masks` scores the masks the segmenter makes from the free-running answers.
-"" (default): all tasks including videos (2 frames), 32 px, longer; evaluated on `heldout`.
-"segmenter": stage s0 alone (task `pixelworld_segmenter`).
+"quick_gen": quick plus the image generator (`model.generator`, stage `s0_generator`: 3000
+steps of the GLIGEN pixel-space UNet, task `pixelworld_generator`) frozen in the step, its
+denoising loss on up to `task.backend_rows.generate_image` rows; row `t2i_images` scores the
+images it makes from the answers (colour right, object inside the requested box). Not in
+quick yet: the stage does not draw the requested colours above chance (BUILD_NOTES.md).
+"" (default): all tasks including videos (2 frames), 32 px, longer, both backends in the step;
+evaluated on `heldout`.
+"segmenter" / "generator": stage s0_segmenter / s0_generator alone.
 Everything trains, the vision tower included (PixelWorld has no pretrained weights). Every
 trained subtask is scored from free-running greedy answers with its primary metric beside that
 metric's chance level (`eval.answers`).
@@ -34,7 +41,7 @@ from vitron_jax.train.defaults import base_config  # noqa: E402
 TINY_BACKENDS = {
     "segment_image": {"num_queries": 2, "condition_shape": (4, 16)},
     "segment_video": {"num_queries": 2, "condition_shape": (4, 16)},
-    "generate_image": {"num_queries": 4, "condition_shape": (8, 24)},
+    "generate_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_GENERATOR's
     "edit_image": {"num_queries": 4, "condition_shape": (8, 24)},
     "generate_video": {"num_queries": 4, "condition_shape": (8, 24)},
     "image_to_video": {"num_queries": 4, "condition_shape": (8, 24)},
@@ -45,12 +52,20 @@ QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 
 
+ARGS = ("", "quick", "quick_gen", "segmenter", "generator")
+
+
 def get_config(arg: str = ""):
-  if arg not in ("", "quick", "segmenter"):
-    raise ValueError(f"pixelworld: argument must be '', 'quick' or 'segmenter', got {arg!r}")
+  if arg not in ARGS:
+    raise ValueError(f"pixelworld: argument must be one of {ARGS}, got {arg!r}")
   if arg == "segmenter":  # the segmentation backend's pretraining alone (stage s0 of quick)
     return get_config("quick").stages.s0_segmenter
-  quick = arg == "quick"
+  if arg == "generator":  # the image generation backend's pretraining alone (stage s0)
+    return get_config("quick_gen").stages.s0_generator
+  quick = arg in ("quick", "quick_gen")
+  # the image generator joins the step in the full job and in quick_gen, not yet in quick: after
+  # its quick stage it does not draw the requested colours above chance (BUILD_NOTES.md)
+  with_generator = arg != "quick"
   c = phase_data.phase_config("3", "tiny")
   # quick: the image tasks but grounded QA (boxes of 4-8 px objects at IoU >= 0.5 and "there
   # is none" answers are not learned in minutes on 2 cores; BUILD_NOTES.md), understanding
@@ -93,6 +108,10 @@ def get_config(arg: str = ""):
   c.task.backend_rows = ml_collections.ConfigDict(dict(segment_image=8))
   c.stages = ml_collections.ConfigDict({"s0_segmenter": segmenter_stage(c, quick),
                                         "s1_vision": vision_stage(c, quick)})
+  if with_generator:  # the image generator (frozen; pretrained by stage s0_generator), 8 rows
+    c.model.generator = ml_collections.ConfigDict(dict(TINY_GENERATOR))
+    c.task.backend_rows.generate_image = 8
+    c.stages.s0_generator = generator_stage(c, quick)
   return c
 
 
@@ -151,6 +170,25 @@ def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s = _stage_base(c, "pixelworld_segmenter", steps=300 if quick else 1500, batch=32, lr=1e-3,
                   warmup=20)
   s.model = ml_collections.ConfigDict(dict(segmenter=dict(c.model.segmenter.to_dict())))
+  return s
+
+
+#: the image generation backend at PixelWorld size (`train.generator`): 4-px pixel patches (an
+#: 8 x 8 grid), a 64/64 GLIGEN UNet predicting the clean image, a 2-layer 32-wide CLIP text
+#: encoder (commands up to 30 words), object pixels weighted 5x in the loss (BUILD_NOTES.md)
+TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), layers_per_block=1, heads=4,
+                      text_width=32, text_layers=2, text_len=32, phrase_len=6, max_phrases=4,
+                      steps=25, guidance=3.0, gligen_beta=1.0, condition_dropout=0.1,
+                      object_weight=5.0)
+
+
+def generator_stage(c, quick: bool) -> ml_collections.ConfigDict:
+  """Stage s0: the image generation backend learns PixelWorld text -> image (GLIGEN boxes
+  where the prompt drew regions; task `pixelworld_generator`), under the parameter path the
+  VITRON run keeps it (`backends/generate_image/`), where it stays frozen."""
+  s = _stage_base(c, "pixelworld_generator", steps=3000 if quick else 8000, batch=16,
+                  lr=1e-3, warmup=50)
+  s.model = ml_collections.ConfigDict(dict(generator=dict(c.model.generator.to_dict())))
   return s
 
 

@@ -14,7 +14,7 @@ from train_runs import ROOT, child_env, run_train
 from vitron_jax.data.pixelworld import PixelWorld
 from vitron_jax.protocol import invocation as I
 
-CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick"
+CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick_gen"
 TURNS = ("Describe this image.", "Segment the red circle.", "Generate an image of a blue square.",
          "Make the red circle green.")
 
@@ -29,6 +29,10 @@ def workdir(tmp_path_factory):
             "--config.stages.s0_segmenter.train.steps=2",
             "--config.stages.s0_segmenter.data.global_batch=4",
             "--config.stages.s0_segmenter.optim.warmup_steps=1",
+            "--config.stages.s0_generator.train.steps=2",
+            "--config.stages.s0_generator.data.global_batch=4",
+            "--config.stages.s0_generator.optim.warmup_steps=1",
+            "--config.stages.s0_generator.model.generator.steps=2",
             "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
             "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
             config=CONFIG, timeout=400)
@@ -90,7 +94,7 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   msgs = [{"role": "user", "content": "Segment the red circle."}]
   answers = iter(["Sure. <inv><seg_image><cmd>the red circle</cmd></inv>",
                   "Sure. <inv><seg_image><cmd>the red circle</cmd><region><loc0001></region></inv>",
-                  "Sure. <inv><gen_image><cmd>a cat</cmd></inv>"])
+                  "Sure. <inv><edit_image><cmd>make it blue</cmd></inv>"])
   real_answer = bot.task.answer
   signal = real_answer(bot.params, [bot.sample_of(msgs, [img])], batch_size=1,
                        max_new_tokens=2, with_signals=True)[1][0]
@@ -102,7 +106,7 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   assert isinstance(bad.invocation, I.InvocationError)
   assert "could not be parsed" in bad.text and bad.invocation.kind in bad.text
   missing = bot.chat(msgs, images=[img])
-  assert "no backend loaded for module 'generate_image'" in missing.note
+  assert "no backend loaded for module 'edit_image'" in missing.note
   del bot.backends["segment_image"]
 
 
@@ -125,6 +129,31 @@ def test_the_runs_segmenter_is_built_in(bot, tmp_path, monkeypatch):
   assert PIL.Image.open(overlay_png).size == (4 * 32, 4 * 32)
   no_image = bot.chat([{"role": "user", "content": "Segment the red circle."}])
   assert "needs exactly one image" in no_image.note and not no_image.files
+
+
+def test_the_runs_generator_is_built_in(bot, tmp_path, monkeypatch):
+  bot.out_dir = str(tmp_path)
+  box = I.normalize_box((4, 4, 20, 20), 32, 32)
+  answers = iter([
+      "Here it is. <inv><gen_image><cmd>a blue square on a white background</cmd></inv>",
+      ("Here it is. <inv><gen_image><cmd>a blue square on a white background</cmd><region>"
+       f"{I.box_to_loc_tokens(box)}</region></inv>"),
+      ("Here it is. <inv><gen_image><cmd>a blue square and a ring on a white background</cmd>"
+       f"<region>{I.box_to_loc_tokens(box)}</region></inv>")])
+  head = bot.task.vcfg.head
+  k = head.num_queries[head.index("generate_image")]
+  signal = (np.ones((head.k_max, bot.task.vcfg.llm.hidden_size), np.float32),
+            np.arange(head.k_max) < k, head.index("generate_image"))
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **kw: ([next(answers)], [signal]))
+  for grounded in (False, True):
+    reply = bot.chat([{"role": "user", "content": "Draw a blue square."}])
+    assert reply.note == "ran generate_image (built in; command, boxes and signals)", reply.note
+    (png,) = reply.files
+    assert png.endswith(f"turn{bot.turn}_generate_image.png")
+    assert np.asarray(PIL.Image.open(png)).shape == (32, 32, 3), grounded
+  # two phrases for one box: the generator cannot ground it, and says so
+  bad = bot.chat([{"role": "user", "content": "Draw a blue square."}])
+  assert "generate_image not run" in bad.note and not bad.files
 
 
 def test_bad_chat_input(bot):
@@ -212,3 +241,47 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   np.testing.assert_array_equal(own["prompts/text_projection/queries"],
                                 np.asarray(bp["prompts"]["text_projection"]["queries"]))
   assert json.loads((seg_dir / "segmenter.json").read_text())["text_len"] == att.segmenter.text_len
+  # the attached generator: diffusers UNet and transformers CLIP text encoder give our numbers
+  import diffusers
+  gen_dir = dst / "backends" / "generate_image"
+  g = bot.task.backends["generate_image"].generator
+  gp = params["backends"]["generate_image"]
+  x = g.inputs("a blue square and a red ring on a white background",
+               ((0.1, 0.1, 0.5, 0.5), (0.5, 0.4, 0.9, 0.9)))
+  ids = x["command_ids"][None]
+  text = g.models.text_encoder.apply({"params": gp["text_encoder"]}, jnp.asarray(ids))
+  clip = transformers.CLIPTextModel.from_pretrained(gen_dir / "text_encoder").eval()
+  with torch.no_grad():
+    ht = clip(torch.from_numpy(ids.astype(np.int64)))
+  np.testing.assert_allclose(np.asarray(text.last_hidden_state), ht.last_hidden_state.numpy(),
+                             atol=2e-4, rtol=1e-4)
+  phrases = g.models.text_encoder.apply({"params": gp["text_encoder"]},
+                                        jnp.asarray(x["phrase_ids"][:2])).pooler_output
+  with torch.no_grad():
+    hp = clip(torch.from_numpy(x["phrase_ids"][:2].astype(np.int64))).pooler_output
+  np.testing.assert_allclose(np.asarray(phrases), hp.numpy(), atol=2e-4, rtol=1e-4)
+  from vitron_jax.backends.diffusion.gligen import GligenInputs
+  n, c = g.max_phrases, g.models.latent_channels
+  sample = np.random.default_rng(1).normal(size=(1, g.latent_size, g.latent_size, c))
+  boxes = np.zeros((1, n, 4), np.float32)
+  boxes[0, :2] = x["boxes"][:2]
+  emb = np.zeros((1, n, phrases.shape[-1]), np.float32)
+  emb[0, :2] = np.asarray(phrases)
+  mask = np.float32([[1, 1] + [0] * (n - 2)])
+  ours = g.models.unet.apply({"params": gp["unet"]}, jnp.asarray(sample, jnp.float32),
+                             jnp.asarray([500.0]), text.last_hidden_state,
+                             gligen=GligenInputs(jnp.asarray(boxes), jnp.asarray(emb),
+                                                 jnp.asarray(mask)))
+  unet = diffusers.UNet2DConditionModel.from_pretrained(gen_dir / "unet").eval()
+  with torch.no_grad():
+    theirs = unet(torch.from_numpy(sample.transpose(0, 3, 1, 2)).float(), 500,
+                  encoder_hidden_states=ht.last_hidden_state,
+                  cross_attention_kwargs={"gligen": {
+                      "boxes": torch.from_numpy(boxes), "positive_embeddings":
+                      torch.from_numpy(emb), "masks": torch.from_numpy(mask)}}).sample
+  np.testing.assert_allclose(np.asarray(ours), theirs.numpy().transpose(0, 2, 3, 1),
+                             atol=2e-4, rtol=1e-4)
+  meta = json.loads((gen_dir / "generator.json").read_text())
+  assert meta["pixel_patch"] == g.models.pixel_patch and meta["eot_token_id"] == g.eot
+  sched = diffusers.DDIMScheduler.from_pretrained(gen_dir / "scheduler")
+  assert sched.config.num_train_timesteps == 1000

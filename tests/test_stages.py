@@ -22,7 +22,7 @@ from vitron_jax.train.clip_task import (contrastive_loss, dense_loss, patch_box_
 from vitron_jax.train.stages import init_sources  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 
-CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick"
+CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick_gen"
 
 
 def _clip_task():
@@ -134,6 +134,10 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
           "--config.stages.s0_segmenter.train.steps=2",
           "--config.stages.s0_segmenter.data.global_batch=4",
           "--config.stages.s0_segmenter.optim.warmup_steps=1",
+          "--config.stages.s0_generator.train.steps=2",
+          "--config.stages.s0_generator.data.global_batch=4",
+          "--config.stages.s0_generator.optim.warmup_steps=1",
+          "--config.stages.s0_generator.model.generator.steps=2",
           "--config.train.steps=2", "--config.optim.warmup_steps=1",
           "--config.data.global_batch=4", "--config.train.eval_at_end=False",
           "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
@@ -146,14 +150,15 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
   b = _vision_params(str(tmp_path / "checkpoints" / "2"), "params_vision")
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  # the segmenter stage ran first; its backend is in the main run's step, frozen by the task
-  seg_dir = tmp_path / "stages" / "s0_segmenter" / "checkpoints" / "2"
-  a = _item(str(seg_dir), "params_backend_segment_image")
-  b = _item(str(tmp_path / "checkpoints" / "2"), "params_backend_segment_image")
-  assert len(jax.tree_util.tree_leaves(a)) > 20
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # the backend stages ran first; their backends are in the main run's step, frozen by the task
+  for stage, module in (("s0_segmenter", "segment_image"), ("s0_generator", "generate_image")):
+    a = _item(str(tmp_path / "stages" / stage / "checkpoints" / "2"), f"params_backend_{module}")
+    b = _item(str(tmp_path / "checkpoints" / "2"), f"params_backend_{module}")
+    assert len(jax.tree_util.tree_leaves(a)) > 20
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # a rerun neither trains the finished stages again nor repeats the finished main run
   again = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
   assert "stage s1_vision already finished" in again.stderr
   assert "stage s0_segmenter already finished" in again.stderr
+  assert "stage s0_generator already finished" in again.stderr

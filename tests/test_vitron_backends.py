@@ -1,6 +1,7 @@
-"""The frozen image segmenter inside the VITRON step (`train/vitron_backends.py`): per-example
-segmentation fields, the in-jit row group with static shape, row-weighted mask loss, gradients
-reaching the LLM side but never the backend, and the masks scored from free-running answers."""
+"""The frozen backends inside the VITRON step (`train/vitron_backends.py`: the image segmenter
+and the image generator): per-example fields, the in-jit row group with static shape,
+row-weighted losses, gradients reaching the LLM side but never the backends, and their outputs
+scored from free-running answers."""
 import os
 import sys
 
@@ -17,11 +18,14 @@ from vitron_jax.backends.segmentation.losses import sam_mask_loss  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
 from vitron_jax.train import optim as O  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
-from vitron_jax.train.vitron_backends import EVAL_ROW, MODULE  # noqa: E402
+from vitron_jax.train.generation_attachment import EVAL_ROW as GEN_ROW  # noqa: E402
+from vitron_jax.train.segmentation_attachment import EVAL_ROW, MODULE  # noqa: E402
+
+GEN = "generate_image"
 
 
 def _config(rows=2):
-  c = EP.get_config("quick")
+  c = EP.get_config("quick_gen")
   c.task.backend_rows.segment_image = rows
   return c
 
@@ -90,7 +94,8 @@ def test_mask_loss_row_weights_select_images():
 
 def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params):
   seg, cap = _samples(task)
-  batch = _batch(task, [cap, seg[0], cap, seg[1]])
+  gen = PixelWorld(task.world_config, split="train", seed=0).sample(0, task="text_to_image")
+  batch = _batch(task, [cap, seg[0], gen, seg[1]])
 
   def f(p):
     return task.loss(p, batch, jax.random.PRNGKey(1))
@@ -99,8 +104,11 @@ def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params
   assert float(m[f"loss/backend/{MODULE}"]) > 0 and float(m[f"loss/align/{MODULE}"]) > 0
   norm = lambda t: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(t)))
   assert norm(g["head"][f"projector_{MODULE}"]) > 0 and norm(g["llm"]) > 0
-  # the backend is in the step (the loss depends on its parameters) ...
-  assert norm(g["backends"][MODULE]["sam"]) > 0
+  assert float(m[f"backend_rows/{GEN}/used"]) == 1.0
+  assert float(m[f"loss/backend/{GEN}"]) > 0 and float(m[f"loss/align/{GEN}"]) > 0
+  assert norm(g["head"][f"projector_{GEN}"]) > 0
+  # the backends are in the step (the loss depends on their parameters) ...
+  assert norm(g["backends"][MODULE]["sam"]) > 0 and norm(g["backends"][GEN]["unet"]) > 0
   # ... and never trained: the optimizer labels it frozen whatever optim.trainable says
   labeler = O.Labeler(freeze=task.frozen())
   labels = labeler.labels(params)
@@ -111,6 +119,7 @@ def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params
   only_cap = _batch(task, [cap] * 4)
   _, m0 = jax.jit(task.loss)(params, only_cap, jax.random.PRNGKey(1))
   assert float(m0[f"loss/backend/{MODULE}"]) == 0.0
+  assert float(m0[f"loss/backend/{GEN}"]) == 0.0
 
 
 def test_masks_are_scored_from_free_running_answers(task, params):
@@ -130,12 +139,37 @@ def test_masks_are_scored_from_free_running_answers(task, params):
   assert s1 == {"mask_iou": 0.0, "text_mask_iou": 0.0}  # no invocation: nothing to segment
 
 
+def test_generated_images_are_scored_from_free_running_answers(task, params):
+  w = PixelWorld(task.world_config, split="val", seed=0)
+  gens = [w.sample(i, task="text_to_image") for i in range(2)]
+  samples = gens + [w.sample(0, task="image_caption")]
+  _, signals = task.answer(params, samples, batch_size=4, max_new_tokens=4, with_signals=True)
+  att = task.backends[GEN]
+  answers = [gens[0]["conversations"][1]["value"], "I cannot do that.", "a caption"]
+  sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
+          task.vcfg.head.index(GEN))] * 3
+  images, ok = att.images(task.model, task.model_params(params), params["backends"][GEN],
+                          answers, sig)
+  assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+  assert ok.tolist() == [True, False, False]
+  rows = att.score(task.model, task.model_params(params), params["backends"][GEN], samples,
+                   answers, sig)
+  assert [r[0] for r in rows] == [GEN_ROW, GEN_ROW]  # the caption sample does not generate
+  (_, s0, c0), (_, s1, _) = rows
+  assert 0.0 <= s0["colour_right"] <= 1.0 and 0.0 < c0["colour_right"] < 1.0
+  assert set(s1.values()) == {0.0}  # no invocation: nothing generated scores nothing
+
+
 def test_mismatched_backend_configs_are_refused():
   c = _config()
   c.model.segmenter.width = 32
   with pytest.raises(ValueError, match="condition tokens.*model.head.backends"):
     build_task(c)
   c = _config()
-  c.task.backend_rows = {"generate_image": 4}
-  with pytest.raises(ValueError, match="backend_rows names modules \\['generate_image'\\]"):
+  c.task.backend_rows = {"edit_image": 4}
+  with pytest.raises(ValueError, match="backend_rows names modules \\['edit_image'\\]"):
+    build_task(c)
+  c = _config()
+  c.model.generator.text_width = 48
+  with pytest.raises(ValueError, match="generator gives condition tokens.*model.head.backends"):
     build_task(c)

@@ -18,6 +18,13 @@ writes
                           and `text_encoder/...` (`CommandEncoder`); Dense kernels `[in, out]`
         segmenter.json    num_signal_tokens, text_dim, text_len, the tokenizer's pad id and
                           how the condition joins SAM's sparse prompts
+    backends/generate_image/  when the run attached the image generator (diffusers layout):
+        unet/             diffusers `UNet2DConditionModel` folder (GLIGEN, attention_type
+                          "gated"; in_channels = 3 * pixel_patch^2: it denoises pixels)
+        text_encoder/     transformers `CLIPTextModel` folder (the native condition)
+        scheduler/        `scheduler_config.json` (DDIM)
+        generator.json    pixel_patch (space-to-depth of [-1, 1] pixels; no VAE), the text
+                          encoder's bos / end-of-text ids, text_len, phrase_len, sampling
 
 from the newest checkpoint of the run (or `step`).
 """
@@ -29,7 +36,8 @@ import pathlib
 import numpy as np
 
 from vitron_jax.backends.segmentation.sam import SamModel
-from vitron_jax.convert.clip import save_clip_vision
+from vitron_jax.convert.clip import save_clip_text, save_clip_vision
+from vitron_jax.convert.diffusers import save_unet2d
 from vitron_jax.convert.heads import save_heads
 from vitron_jax.convert.llama import save_llama
 from vitron_jax.convert.safetensors_io import write_json, write_weights
@@ -53,8 +61,29 @@ def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int 
   bot.task.tokenizer.save_pretrained(str(dst / "tokenizer"))
   write_json(vcfg.to_dict(), dst / "vitron.json")
   for m, att in getattr(bot.task, "backends", {}).items():
-    _save_segmenter(att.segmenter, params["backends"][m], dst / "backends" / m)
+    folder = dst / "backends" / m
+    if m == "generate_image":
+      _save_generator(att.generator, params["backends"][m], folder)
+    else:
+      _save_segmenter(att.segmenter, params["backends"][m], folder)
   return dst
+
+
+def _save_generator(generator, params, folder: pathlib.Path) -> None:
+  models = generator.models
+  save_unet2d(models.unet, params["unet"], folder / "unet")
+  save_clip_text(models.text_encoder, params["text_encoder"], folder / "text_encoder")
+  write_json(models.scheduler.to_diffusers_config(), folder / "scheduler" /
+             "scheduler_config.json")
+  f = generator.fields
+  write_json({"pixel_patch": models.pixel_patch, "image_size": generator.image_size,
+              "bos_token_id": generator.bos, "eot_token_id": generator.eot,
+              "text_len": generator.text_len, "phrase_len": generator.phrase_len,
+              "max_phrases": generator.max_phrases, "num_inference_steps": int(f["steps"]),
+              "guidance_scale": float(f["guidance"]), "gligen_beta": float(f["gligen_beta"]),
+              "latents": "images in [-1, 1], each pixel_patch x pixel_patch block stacked "
+                         "row-major into channels (space-to-depth); no VAE"},
+             folder / "generator.json")
 
 
 def _save_segmenter(segmenter, params, folder: pathlib.Path) -> None:

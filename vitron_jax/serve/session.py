@@ -15,10 +15,12 @@ does). The model, its tokenizer and the compiled decoder stay loaded between tur
 invocation is answered in text with the parser's reason; a module whose backend is not loaded
 says so in the reply instead of failing.
 
-Backends: the run's attached backends are built in (`train.vitron_backends`; the image
-segmenter: it gets the invocation's box and the condition made from the signal embeddings of
-the turn, and writes the mask as ``turn{N}_segment_image_mask.png`` and the image with the mask
-tinted as ``..._overlay.png``); `backends=` adds or overrides others by module name.
+Backends: the run's attached backends are built in (`train.vitron_backends`), each given the
+invocation and the condition made from the signal embeddings of the turn: the image segmenter
+writes the mask as ``turn{N}_segment_image_mask.png`` and the image with the mask tinted as
+``..._overlay.png``; the image generator writes ``turn{N}_generate_image.png`` (its command,
+and GLIGEN boxes where the invocation has them). `backends=` adds or overrides others by
+module name.
 """
 from __future__ import annotations
 
@@ -168,23 +170,11 @@ class Vitron:
     return Reply(text, inv, files=list(files), note=f"{trimmed}ran {inv.module}")
 
   def _run_attached(self, attached, sample, text: str, signal) -> tuple[list[str], str]:
-    """The run's own segmenter on this turn's image: (files written, note)."""
+    """The run's own backend (`train.vitron_backends`) on this turn: (files written, note)."""
     m = attached.module
-    if len(sample.get("images") or []) != 1:
-      return [], f"{m} needs exactly one image in the conversation, got {len(sample['images'])}"
-    with_box, alone, box_ok, sig_ok = attached.masks(
-        self.task.model, self.task.model_params(self.params), self.params["backends"][m],
-        [sample], [text], [signal])
-    if not (box_ok[0] or sig_ok[0]):
-      return [], f"{m} not run: the invocation has no usable box and no signal embeddings"
-    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
-    import PIL.Image  # pylint: disable=import-outside-toplevel
-    mask = with_box[0] if box_ok[0] else alone[0]
-    base = os.path.join(self.out_dir, f"turn{self.turn}_{m}")
-    PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(base + "_mask.png")
-    overlay(sample["images"][0], masks=[mask]).save(base + "_overlay.png")
-    how = "box and signals" if box_ok[0] else "signals alone (the invocation has no box)"
-    return [base + "_mask.png", base + "_overlay.png"], f"ran {m} (built in; {how})"
+    return attached.chat_files(self.task.model, self.task.model_params(self.params),
+                               self.params["backends"][m], sample, text, signal,
+                               os.path.join(self.out_dir, f"turn{self.turn}_{m}"))
 
   def fitted_sample(self, messages, images=(), videos=(), regions=()) -> tuple[dict, int]:
     """`sample_of`, with the oldest (assistant, user) pairs after the first message (which

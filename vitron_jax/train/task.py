@@ -87,6 +87,7 @@ _LAZY: dict[str, str] = {
     "vitron": "vitron_jax.train.vitron_task",
     "pixelworld_clip": "vitron_jax.train.clip_task",  # vision-tower pretraining
     "pixelworld_segmenter": "vitron_jax.train.segmenter_task",  # segmentation backend
+    "pixelworld_generator": "vitron_jax.train.generator_task",  # image generation backend
 }
 
 

@@ -1,207 +1,38 @@
 """The backends a VITRON run attaches to its training step (DESIGN.md §3, §5).
 
-Today: the image segmentation backend (`segment_image`), pretrained on PixelWorld by the
-`pixelworld_segmenter` stage (`train.segmenter_task`) and frozen here. With `model.segmenter`
-in the config, the VITRON step runs frontend -> LLM -> hybrid head -> projector -> frozen
-segmenter -> mask loss in one jit, for the rows of the batch that invoke segmentation:
+Each is pretrained on PixelWorld by a stage of the main job, then frozen inside the VITRON
+step, where its loss joins the same jit for the rows of the batch that invoke it
+(`train.backend_rows`; group size `task.backend_rows.<module>`, default 8):
 
-* every example carries `segment_image/{pixel_values, boxes, masks, command_ids, valid}`
-  (zeros and valid 0 for rows that do not segment; `SegmentationAttachment.example`);
-* inside the jitted loss the first `rows` valid rows are gathered (`jnp.nonzero` with a static
-  size, so shapes stay static whatever the mixture puts in a batch); padding rows weigh 0 in
-  the mask loss and the alignment term; rows past `rows` are counted
-  (`backend_rows/segment_image/overflow`), never silently lost;
-* the condition is what the routing mode builds: the projected signal tokens ("embedding",
-  "superlink"), the segmenter's native text condition ("text"), or both ("hybrid");
-* the mask loss is the segmenter stage's: the object's mask from its box + the condition and
-  from the condition alone (`segmenter_loss`), so the signal tokens must locate the object.
+  model.segmenter -> segment_image   `SegmentationAttachment` (stage task pixelworld_segmenter)
+  model.generator -> generate_image  `GenerationAttachment` (stage task pixelworld_generator)
 
-`task.backend_rows.segment_image` (default 8) sets the group size.
-
-Evaluation (`SegmentationAttachment.score`): for every `ref_seg` sample the free-running answer's
-invocation is parsed and the segmenter is run as chat runs it, on the box the LLM wrote and the
-condition built from the hidden states at the decoded query slots (plus, `text_mask_iou`, from
-that condition alone); row `ref_seg_masks` scores the mask IoU against the exact mask. An
-answer with no valid segmentation invocation scores 0. Chance: uniformly random boxes filled
-in as masks (`eval.boxes.mask_chance`, the same boxes as `ref_box`'s chance).
+An attachment holds the backend (static config), `init_boxed(rng)`, `batch_spec()`,
+`example(sample)` (its per-example fields), `gather(fields)` (in jit: the hook's batch), `hook`
+(`models.objective.BackendHook`: its loss and native condition) and `score(...)` (what it makes
+of free-running answers, as table rows of `eval.answers.OUTPUT_ROWS`).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from vitron_jax.train.generation_attachment import GenerationAttachment
+from vitron_jax.train.segmentation_attachment import SegmentationAttachment
 
-from vitron_jax.eval.boxes import mask_chance
-from vitron_jax.models.objective import BackendHook
-from vitron_jax.models.vitron import Vitron
-from vitron_jax.protocol import invocation as I
-from vitron_jax.train.segmenter_task import (MODULE, SegmentEncoder, Segmenter, mask_iou_np,
-                                             segmenter_loss)
-
-EVAL_ROW = "ref_seg_masks"  # the table row of the masks the segmenter made from the answers
-
-SEG_FIELDS = ("pixel_values", "boxes", "masks", "command_ids")
+#: config field under `model` -> the attachment it builds
+ATTACHMENTS = {"segmenter": SegmentationAttachment, "generator": GenerationAttachment}
 
 
-class SegmentationAttachment:
-  """The frozen segmenter inside the VITRON step (see the module docstring)."""
-
-  module = MODULE
-
-  def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
-    if MODULE not in head.modules:
-      raise ValueError(f"model.segmenter is set but the head has no {MODULE!r} module "
-                       f"(head modules: {head.modules})")
-    self.segmenter = Segmenter(fields, image_size, tokenizer)
-    want = head.condition_shapes[head.index(MODULE)]
-    if tuple(self.segmenter.backend.condition_shape) != tuple(want):
-      raise ValueError(f"model.segmenter gives condition tokens "
-                       f"{self.segmenter.backend.condition_shape}, but the head's "
-                       f"{MODULE!r} projector makes {tuple(want)} (model.head.backends)")
-    if rows < 1:
-      raise ValueError(f"task.backend_rows.{MODULE} must be >= 1, got {rows}")
-    self.rows = int(rows)
-    self.encoder = SegmentEncoder(self.segmenter, image_size)
-    self.hook = BackendHook(MODULE, self._loss, self.segmenter.condition)
-    self._run = None  # the jitted mask maker of `masks`, built on first use
-    s, lc = self.segmenter.config.sam.image_size, self.segmenter.text_len
-    self._spec = {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
-                  "masks": ((s, s), np.float32), "command_ids": ((lc,), np.int32),
-                  "valid": ((), np.float32)}
-
-  def init_boxed(self, rng: jax.Array):
-    return self.segmenter.init_boxed(rng)
-
-  def batch_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-    return {f"{MODULE}/{k}": v for k, v in self._spec.items()}
-
-  def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The segmentation fields of one training example (valid 0 unless it segments)."""
-    convs = sample.get("conversations") or []
-    inv = I.find_invocation(convs[-1]["value"]) if convs else None
-    if inv and inv.module == MODULE and "mask" in (sample.get("targets") or {}):
-      out = dict(self.encoder(sample))
-      out["valid"] = np.float32(1.0)
-    else:
-      out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self._spec.items()}
-    return {f"{MODULE}/{k}": v for k, v in out.items()}
-
-  def gather(self, fields: Mapping[str, jax.Array]
-             ) -> tuple[dict[str, jax.Array], jax.Array, dict[str, jax.Array]]:
-    """In jit: the batch's segmentation fields -> (the hook's batch, its rows `[n]`, counts)."""
-    fields = {k: jnp.asarray(v) for k, v in fields.items()}
-    valid = fields["valid"] > 0
-    count = valid.sum().astype(jnp.int32)
-    (rows,) = jnp.nonzero(valid, size=self.rows, fill_value=0)
-    bb = {k: fields[k][rows] for k in SEG_FIELDS if k != "command_ids"}
-    bb["command_tokens"] = fields["command_ids"][rows]
-    bb["row_weights"] = (jnp.arange(self.rows) < count).astype(jnp.float32)
-    counts = {f"backend_rows/{MODULE}/used": jnp.minimum(count, self.rows).astype(jnp.float32),
-              f"backend_rows/{MODULE}/overflow": jnp.maximum(count - self.rows, 0
-                                                             ).astype(jnp.float32)}
-    return bb, rows, counts
-
-  def _loss(self, params, batch, condition, rng):
-    del rng
-    return segmenter_loss(self.segmenter, params, batch, condition)
-
-  # -- evaluation ------------------------------------------------------------------------
-  def _prompts(self, sample, answer: str, module_index: int, signal, uses_signals: bool
-               ) -> tuple[dict[str, np.ndarray], bool, bool]:
-    """One answer -> the segmenter's inputs, whether its box is usable, whether its condition
-    is (an answer without a valid segmentation invocation has neither; "text" routing needs
-    no signal tokens)."""
-    image = np.asarray(sample["images"][0])
-    h, w = image.shape[:2]
-    inv = I.find_invocation(answer)
-    ok = bool(inv) and inv.module == MODULE
-    cmd = np.full((self.segmenter.text_len,), int(self.segmenter.tokenizer.pad_token_id),
-                  np.int32)
-    if ok:
-      try:
-        cmd = self.segmenter.command_ids(inv.command)
-      except ValueError:
-        ok = False
-    box_ok = ok and bool(inv.boxes)
-    box = np.asarray(I.denormalize_box(inv.boxes[0], w, h) if box_ok else (0, 0, w, h),
-                     np.float32)
-    inp = self.segmenter.backend.preprocess(image[None], boxes=box.reshape(1, 1, 4))
-    hq, hv, mid = signal
-    sig_ok = ok and (not uses_signals or (int(mid) == module_index and bool(np.any(hv))))
-    return ({"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
-             "boxes": np.asarray(inp["boxes"][0], np.float32), "command_ids": cmd,
-             "h_q": np.asarray(hq), "h_valid": np.asarray(hv, bool),
-             "module_ids": np.int32(module_index)}, box_ok and sig_ok, sig_ok)
-
-  def _masks_fn(self, model: Vitron):
-    head = model.config.head
-
-    def run(model_params, backend_params, b):
-      native = self.segmenter.condition(backend_params, b["command_ids"])
-      if head.uses_signals:
-        cond = model.apply({"params": model_params}, MODULE, b["h_q"], b["module_ids"],
-                           b["h_valid"], native, method=Vitron.signals_to_conditions)
-      else:
-        cond = native
-      backend = self.segmenter.backend
-      with_box = backend.run(backend_params, {"pixel_values": b["pixel_values"],
-                                              "boxes": b["boxes"]}, cond)["masks"][:, 0]
-      alone = backend.run(backend_params, {"pixel_values": b["pixel_values"]},
-                          cond)["masks"][:, 0]
-      return with_box, alone
-    return jax.jit(run)
-
-  def masks(self, model: Vitron, model_params, backend_params, samples, answers, signals
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the segmenter makes of answers to one-image samples: masks `[n, H, W]` from the
-    answer's box + condition, masks from the condition alone, and per answer whether its box
-    and its signals were usable (see `signals` in `score`)."""
-    head = model.config.head
-    mi = head.index(MODULE)
-    prompts = [self._prompts(s, a, mi, g, head.uses_signals)
-               for s, a, g in zip(samples, answers, signals)]
-    batch = {k: np.stack([p[0][k] for p in prompts]) for k in prompts[0][0]}
-    if self._run is None:
-      self._run = self._masks_fn(model)
-    with_box, alone = (np.asarray(m) for m in self._run(model_params, backend_params, batch))
-    return (with_box, alone, np.asarray([p[1] for p in prompts]),
-            np.asarray([p[2] for p in prompts]))
-
-  def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
-            ) -> list[tuple[str, dict[str, float], dict[str, float]]]:
-    """`(EVAL_ROW, scores, chance)` per `ref_seg` sample (see the module docstring);
-    `signals[i]` = (hidden states at the query slots [K, D], their validity [K], module index)
-    of answer i's first invocation."""
-    idx = [i for i, s in enumerate(samples) if s["subtask"] == "ref_seg"]
-    if not idx:
-      return []
-    with_box, alone, box_ok, sig_ok = self.masks(
-        model, model_params, backend_params, [samples[i] for i in idx],
-        [answers[i] for i in idx], [signals[i] for i in idx])
-    rows = []
-    for j, i in enumerate(idx):
-      s = samples[i]
-      truth = np.asarray(s["targets"]["mask"], bool)
-      iou = float(mask_iou_np(with_box[j], truth)) if box_ok[j] else 0.0
-      iou_alone = float(mask_iou_np(alone[j], truth)) if sig_ok[j] else 0.0
-      chance = mask_chance(truth)
-      rows.append((EVAL_ROW, {"mask_iou": iou, "text_mask_iou": iou_alone},
-                   {"mask_iou": chance}))
-    return rows
-
-
-def attachments(config: Any, image_size: int, tokenizer: Any, head: Any
-                ) -> dict[str, SegmentationAttachment]:
-  """The backends the config attaches (`model.segmenter` -> segment_image)."""
-  fields = config.model.get("segmenter")
-  if fields is None:
-    return {}
+def attachments(config: Any, image_size: int, tokenizer: Any, head: Any) -> dict[str, Any]:
+  """The backends the config attaches, by module name (see the module docstring)."""
+  built = {}
   rows = dict(config.task.get("backend_rows") or {})
-  unknown = sorted(set(rows) - {MODULE})
+  for field, cls in ATTACHMENTS.items():
+    fields = config.model.get(field)
+    if fields is not None:
+      built[cls.module] = cls(fields, image_size, tokenizer, head, int(rows.get(cls.module, 8)))
+  unknown = sorted(set(rows) - set(built))
   if unknown:
     raise ValueError(f"task.backend_rows names modules {unknown} with no attached backend "
-                     f"(attached: {[MODULE]})")
-  return {MODULE: SegmentationAttachment(fields, image_size, tokenizer, head,
-                                         int(rows.get(MODULE, 8)))}
+                     f"(attached: {sorted(built)})")
+  return built

@@ -21,7 +21,9 @@ Batches (images/videos float in [0, 1], channels-last; see each class):
   loss: "images" | "latents" (gen_image, edit_image: the target), "videos" | "latents";
         edit_image also "source_images" (default: "images") and "masks";
         grounding: "boxes" [B, N, 4], "phrase_ids" [B, N, L] or "phrase_embeddings" [B, N, D],
-        "phrase_mask" [B, N] (default all ones); img2video optionally "fps" [B].
+        "phrase_mask" [B, N] (default all ones); img2video optionally "fps" [B]; any backend
+        optionally "row_weights" [B] (weighted mean over examples; 0 = padding row); image
+        backends optionally "pixel_weights" [B, H, W] (weights of the squared errors).
   run:  gen_image: grounding keys; edit_image: "images", "masks" (+ grounding);
         img2video: "images"; edit_video: "videos"; all optionally "noise",
         "uncond_condition", "guidance_scale".
@@ -72,12 +74,16 @@ class DiffusionBackendConfig:
 def denoising_loss_at(eps_fn, params, schedule, x0: jax.Array, condition: jax.Array,
                       t: jax.Array, noise: jax.Array, *, extras: Mapping[str, Any] | None = None,
                       concat_latents: jax.Array | None = None,
-                      min_snr_gamma: float | None = None):
+                      min_snr_gamma: float | None = None,
+                      row_weights: jax.Array | None = None,
+                      element_weights: jax.Array | None = None):
   """Denoising loss at given timesteps `t` `[B]` and `noise` (shaped like `x0`).
 
   MSE between the model output on `q_sample(x0, noise, t)` and the schedule's training target
   (noise / velocity / x0), averaged per example, optionally Min-SNR-gamma weighted, then over
-  the batch. Returns `(loss, {"loss", "mse"})`.
+  the batch (with `row_weights` `[B]`: their weighted mean, so padding rows of weight 0 count
+  for nothing). `element_weights` (shaped like `x0`) weigh the squared errors within an example
+  (normalised by their mean, so the loss keeps its scale). Returns `(loss, {"loss", "mse"})`.
   """
   noisy = S.q_sample(schedule, x0, noise, t)
   x_in = noisy if concat_latents is None else jnp.concatenate(
@@ -85,11 +91,27 @@ def denoising_loss_at(eps_fn, params, schedule, x0: jax.Array, condition: jax.Ar
   pred = eps_fn(params, x_in, t, condition, **(extras or {}))
   target = S.training_target(schedule, x0, noise, t)
   err = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
+  if element_weights is not None:
+    ew = jnp.asarray(element_weights, jnp.float32)
+    if ew.shape != err.shape:
+      raise ValueError(f"element_weights must be shaped like the latents {err.shape}, got "
+                       f"{tuple(ew.shape)}")
+    ew = ew / jnp.maximum(ew.reshape(ew.shape[0], -1).mean(1), 1e-6).reshape(
+        (-1,) + (1,) * (ew.ndim - 1))
+    err = err * ew
   mse = err.reshape(err.shape[0], -1).mean(axis=1)
   w = jnp.ones_like(mse) if min_snr_gamma is None else S.min_snr_weight(schedule, t,
                                                                          min_snr_gamma)
-  loss = jnp.mean(w * mse)
-  return loss, {"loss": loss, "mse": jnp.mean(mse)}
+  if row_weights is None:
+    loss, mean_mse = jnp.mean(w * mse), jnp.mean(mse)
+  else:
+    rw = jnp.asarray(row_weights, jnp.float32)
+    if rw.shape != mse.shape:
+      raise ValueError(f"row_weights must be [{mse.shape[0]}] (one per example), got "
+                       f"{tuple(rw.shape)}")
+    total = jnp.maximum(rw.sum(), 1e-6)
+    loss, mean_mse = (w * mse * rw).sum() / total, (mse * rw).sum() / total
+  return loss, {"loss": loss, "mse": mean_mse}
 
 
 def denoising_loss(eps_fn, params, schedule, x0, condition, rng, **kw):
@@ -144,7 +166,9 @@ class DiffusionBackend(Backend):
       condition = jnp.where(drop[:, None, None], self.uncond_condition(params, b), condition)
     return denoising_loss(P._unet_eps(self.models), params, self.schedule, x0, condition, k_loss,
                           extras=extras, concat_latents=concat,
-                          min_snr_gamma=self.config.min_snr_gamma)
+                          min_snr_gamma=self.config.min_snr_gamma,
+                          row_weights=batch.get("row_weights"),
+                          element_weights=self._pixel_weights(batch, x0))
 
   def run(self, params, inputs, condition, rng):
     b = self._check_condition(condition)
@@ -174,6 +198,24 @@ class DiffusionBackend(Backend):
     return P.latent_noise(self.models, rng, batch, h, w, frames)
 
   # -- helpers ------------------------------------------------------------------------------
+  def _pixel_weights(self, batch, x0) -> jax.Array | None:
+    """`batch["pixel_weights"]` `[B, H, W]` (image frame; e.g. objects weighted above the
+    background) -> weights on the latents: per latent cell, the mean of its pixels'."""
+    if "pixel_weights" not in batch:
+      return None
+    if self.video:
+      raise ValueError(f"{self.module}: pixel_weights are implemented for image backends")
+    w = jnp.asarray(batch["pixel_weights"], jnp.float32)
+    f = self.models.vae_factor
+    b, h, wd = x0.shape[0], x0.shape[1], x0.shape[2]
+    if w.shape != (b, h * f, wd * f):
+      raise ValueError(f"{self.module}: pixel_weights must be [{b}, {h * f}, {wd * f}] (the "
+                       f"images' height and width), got {tuple(w.shape)}")
+    cell = w.reshape(b, h, f, wd, f).mean(axis=(2, 4))
+    if self.models.vae is None:  # pixel space: each latent channel is one pixel's colour
+      return P.space_to_depth(jnp.repeat(w[..., None], 3, axis=-1), f)
+    return jnp.broadcast_to(cell[..., None], x0.shape)
+
   def uncond_condition(self, params, batch: int) -> jax.Array:
     """`[B, L, D]` unconditional context: the text encoder on the empty prompt."""
     n = self.condition_shape[0]

@@ -46,7 +46,11 @@ class DiffusionModels:
   """The static half of a pipeline: Flax modules (config only) and the scheduler config.
 
   unet: `UNet2DConditionModel` (images), `UNet3DConditionModel` (video) or `I2VGenXLUNet`.
-  vae: `AutoencoderKL`. text_encoder: `CLIPTextModel` (needed by `encode_prompt` only).
+  vae: `AutoencoderKL`, or None for pixel-space diffusion (DDPM / DeepFloyd-IF style: the
+  "latents" are the images mapped to [-1, 1], `pixel_patch` x `pixel_patch` pixels stacked
+  into one position (space-to-depth, as a DiT patchifies: 3 p^2 channels, factor p; exact and
+  parameter-free); `params` has no "vae").
+  text_encoder: `CLIPTextModel` (needed by `encode_prompt` only).
   image_encoder: `CLIPVisionModel(with_projection=True)` (image -> video only).
   """
   unet: Any
@@ -54,14 +58,19 @@ class DiffusionModels:
   scheduler: SchedulerConfig
   text_encoder: Any = None
   image_encoder: Any = None
+  pixel_patch: int = 1
+
+  def __post_init__(self):
+    if int(self.pixel_patch) < 1 or (self.vae is not None and self.pixel_patch != 1):
+      raise ValueError(f"pixel_patch must be >= 1, and 1 with a VAE; got {self.pixel_patch}")
 
   @property
   def latent_channels(self) -> int:
-    return self.vae.config.latent_channels
+    return 3 * self.pixel_patch ** 2 if self.vae is None else self.vae.config.latent_channels
 
   @property
   def vae_factor(self) -> int:
-    return self.vae.config.downsample_factor
+    return self.pixel_patch if self.vae is None else self.vae.config.downsample_factor
 
   @property
   def is_gligen(self) -> bool:
@@ -128,7 +137,29 @@ def encode_images(models: DiffusionModels, params, images: jax.Array,
   return _encode_pm1(models, params, images * 2.0 - 1.0, rng)
 
 
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+  """`[B, H, W, C]` -> `[B, H/p, W/p, p*p*C]` (each p x p block stacked, row-major)."""
+  if p == 1:
+    return x
+  b, h, w, c = x.shape
+  if h % p or w % p:
+    raise ValueError(f"images {h}x{w} must be multiples of pixel_patch {p}")
+  x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+  """Inverse of `space_to_depth`."""
+  if p == 1:
+    return x
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, p, p, c // (p * p)).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * p, w * p, c // (p * p))
+
+
 def _encode_pm1(models, params, x, rng):
+  if models.vae is None:  # pixel space
+    return space_to_depth(x.astype(jnp.float32), models.pixel_patch)
   post = _apply(models.vae, params["vae"], x, method="encode")
   z = post.mode() if rng is None else post.sample(rng)
   return models.vae.config.scale(z)
@@ -138,7 +169,10 @@ def decode_latents(models: DiffusionModels, params, latents: jax.Array) -> jax.A
   """Scaled latents `[B, (T,) h, w, c]` -> images / videos in [0, 1] (clipped)."""
   lead = latents.shape[:-3]
   flat = latents.reshape((-1,) + latents.shape[-3:])
-  x = _apply(models.vae, params["vae"], models.vae.config.unscale(flat), method="decode")
+  if models.vae is None:  # pixel space
+    x = depth_to_space(flat, models.pixel_patch)
+  else:
+    x = _apply(models.vae, params["vae"], models.vae.config.unscale(flat), method="decode")
   x = jnp.clip(x.astype(jnp.float32) / 2 + 0.5, 0.0, 1.0)
   return x.reshape(lead + x.shape[1:])
 
