@@ -24,6 +24,7 @@ import grain.python as grain
 import numpy as np
 import PIL.Image
 
+from vitron_jax.data import pipeline
 from vitron_jax.data.pixelworld import context as CX
 from vitron_jax.data.pixelworld import world as PW
 
@@ -189,6 +190,20 @@ def pixelworld_dataset(config: CX.WorldConfig | None = None, *, split: str = "tr
   """grain MapDataset generating PixelWorld samples on the fly."""
   return grain.MapDataset.source(PixelWorldSource(config, split=split, seed=seed, tasks=tasks,
                                                   length=length))
+
+
+def pixelworld_stage_data(data_config: Any, world: CX.WorldConfig, seed: int, task: str,
+                          transform, *, global_batch: int, process_index: int,
+                          process_count: int):
+  """The batches of a PixelWorld pretraining stage: one subtask's training samples through
+  `transform`, with the stage's `data` options (num_workers, strict, max_bad_fraction)."""
+  d = data_config
+  src = pixelworld_dataset(world, split="train", seed=seed, tasks=(task,))
+  return pipeline.make_pipeline(
+      [src], global_batch=global_batch, process_index=process_index,
+      process_count=process_count, shuffle=False, transforms=[transform],
+      num_workers=int(d.get("num_workers", 0)), strict=bool(d.get("strict", False)),
+      max_bad_fraction=float(d.get("max_bad_fraction", 0.05)))
 
 
 class LlavaJsonSource(grain.RandomAccessDataSource):

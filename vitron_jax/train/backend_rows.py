@@ -5,14 +5,18 @@ that do not invoke it). `gather_rows` picks the first `rows` valid rows (`jnp.no
 static size, so shapes stay static whatever the mixture puts in a batch), marks padding rows
 with `row_weights` 0 (the backend loss and the alignment term weigh them out), and counts the
 rows it used and those past `rows` (`backend_rows/{module}/used|overflow`): rows over the
-group size are reported, never silently lost.
+group size are reported, never silently lost. `RowFields` is the per-example half every
+attachment shares.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from vitron_jax.protocol import invocation as I
 
 
 def gather_rows(fields: Mapping[str, jax.Array], module: str, rows: int,
@@ -35,3 +39,40 @@ def gather_rows(fields: Mapping[str, jax.Array], module: str, rows: int,
   counts = {f"backend_rows/{module}/used": jnp.minimum(count, rows).astype(jnp.float32),
             f"backend_rows/{module}/overflow": jnp.maximum(count - rows, 0).astype(jnp.float32)}
   return out, idx, counts
+
+
+class RowFields:
+  """An attachment's per-example fields. Subclasses set `module`, `target` (the `targets` key a
+  sample invoking the backend carries), `keys` (the fields the hook gets; "command_ids" reach it
+  as "command_tokens"), `rows`, `_spec` ({field: (shape, dtype)}, "valid" included) and
+  `_fields(sample)`."""
+
+  module: str = ""
+  target: str = ""
+  keys: tuple[str, ...] = ()
+  rows: int = 8
+  _spec: dict[str, tuple[tuple[int, ...], Any]] = {}
+
+  def _fields(self, sample: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
+    raise NotImplementedError
+
+  def batch_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+    return {f"{self.module}/{k}": v for k, v in self._spec.items()}
+
+  def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The backend's fields of one training example (zeros and valid 0 unless the expected
+    answer invokes the backend and the sample has its target)."""
+    convs = sample.get("conversations") or []
+    inv = I.find_invocation(convs[-1]["value"]) if convs else None
+    if inv and inv.module == self.module and self.target in (sample.get("targets") or {}):
+      out = dict(self._fields(sample))
+      out["valid"] = np.float32(1.0)
+    else:
+      out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self._spec.items()}
+    return {f"{self.module}/{k}": v for k, v in out.items()}
+
+  def gather(self, fields: Mapping[str, jax.Array]
+             ) -> tuple[dict[str, jax.Array], jax.Array, dict[str, jax.Array]]:
+    """In jit: the batch's fields of this backend -> (the hook's batch, its rows, counts)."""
+    return gather_rows(fields, self.module, self.rows, rename={"command_ids": "command_tokens"},
+                       keys=self.keys)

@@ -36,7 +36,7 @@ from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
 from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
 from vitron_jax.data.pixelworld import vocab as V
-from vitron_jax.data.sources import pixelworld_dataset
+from vitron_jax.data.sources import pixelworld_stage_data
 from vitron_jax.data.vitron_examples import clip_pixels
 from vitron_jax.models.clip import CLIPTextModel, CLIPVisionModel
 from vitron_jax.models.clip_config import CLIPTextConfig, CLIPVisionConfig
@@ -245,14 +245,9 @@ class PixelWorldClipTask:
         contrastive, "loss/dense": dl, "weight": jnp.float32(img.shape[0])}
 
   def make_data(self, global_batch, process_index, process_count):
-    d = self.cfg.data
-    src = pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
-                             tasks=(CAPTION_TASK,))
-    return pipeline.make_pipeline(
-        [src], global_batch=global_batch, process_index=process_index,
-        process_count=process_count, shuffle=False, transforms=[self.encoder],
-        num_workers=int(d.get("num_workers", 0)), strict=bool(d.get("strict", False)),
-        max_bad_fraction=float(d.get("max_bad_fraction", 0.05)))
+    return pixelworld_stage_data(self.cfg.data, self.world_config, self.world_seed, CAPTION_TASK,
+                                 self.encoder, global_batch=global_batch,
+                                 process_index=process_index, process_count=process_count)
 
   def components(self):
     return {"vision": r"^frontend/vision_tower/",

@@ -24,7 +24,7 @@ generation invocation scores 0.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -34,17 +34,17 @@ from vitron_jax.eval.generated import generation_scores
 from vitron_jax.models.objective import BackendHook
 from vitron_jax.models.vitron import Vitron
 from vitron_jax.protocol import invocation as I
-from vitron_jax.train.backend_rows import gather_rows
+from vitron_jax.train.backend_rows import RowFields
 from vitron_jax.train.generator import MODULE, Generator
 from vitron_jax.train.generator_task import FIELDS, GEN_TASK, requested, to_uint8
 
 EVAL_ROW = "t2i_images"  # the table row of the images the generator made from the answers
 
 
-class GenerationAttachment:
+class GenerationAttachment(RowFields):
   """The frozen image generator inside the VITRON step (see the module docstring)."""
 
-  module = MODULE
+  module, target, keys = MODULE, "image", FIELDS
 
   def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
     if MODULE not in head.modules:
@@ -71,29 +71,12 @@ class GenerationAttachment:
   def init_boxed(self, rng: jax.Array):
     return self.generator.init(rng)
 
-  def batch_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-    return {f"{MODULE}/{k}": v for k, v in self._spec.items()}
-
-  def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The generation fields of one training example (valid 0 unless it generates)."""
-    convs = sample.get("conversations") or []
-    inv = I.find_invocation(convs[-1]["value"]) if convs else None
-    if inv and inv.module == MODULE and "image" in (sample.get("targets") or {}):
-      try:
-        out = dict(self.generator.example(sample))
-      except ValueError as e:
-        raise pipeline.BadSampleError(pipeline.sample_id_of(sample),
-                                      "generation inputs do not fit", str(e)) from e
-      out["valid"] = np.float32(1.0)
-    else:
-      out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self._spec.items()}
-    return {f"{MODULE}/{k}": v for k, v in out.items()}
-
-  def gather(self, fields: Mapping[str, jax.Array]
-             ) -> tuple[dict[str, jax.Array], jax.Array, dict[str, jax.Array]]:
-    """In jit: the batch's generation fields -> (the hook's batch, its rows `[n]`, counts)."""
-    return gather_rows(fields, MODULE, self.rows, rename={"command_ids": "command_tokens"},
-                       keys=FIELDS)
+  def _fields(self, sample):
+    try:
+      return self.generator.example(sample)
+    except ValueError as e:
+      raise pipeline.BadSampleError(pipeline.sample_id_of(sample),
+                                    "generation inputs do not fit", str(e)) from e
 
   def _loss(self, params, batch, condition, rng):
     return self.generator.backend.loss(params, Generator.backend_batch(batch), condition, rng)

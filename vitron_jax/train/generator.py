@@ -4,8 +4,8 @@ with its own CLIP text encoder, and the inputs it takes from an invocation.
 `Generator(fields, image_size, tokenizer)` builds the `GenImageBackend` (module
 `generate_image`) from `model.generator`-style fields:
 
-* `channels` (UNet block widths; the first block is convolutional, the others cross-attend and
-  carry GLIGEN's gated self-attention), `layers_per_block`, `heads`;
+* `channels` (UNet block widths; the first `conv_blocks` blocks are convolutional, the others
+  cross-attend and carry GLIGEN's gated self-attention), `layers_per_block`, `heads`;
 * `text_width`, `text_layers`, `text_len` (the CLIP text encoder: its width is the UNet's
   cross-attention width, `text_len` its positions, so the condition is `[text_len,
   text_width]`), `phrase_len`, `max_phrases` (grounded phrases, GLIGEN's `max_objs`);
@@ -47,7 +47,8 @@ from vitron_jax.protocol import invocation as I
 MODULE = "generate_image"
 
 DEFAULTS: dict[str, Any] = {
-    "pixel_patch": 2, "channels": (32, 64, 64), "layers_per_block": 1, "heads": 4,
+    "pixel_patch": 2, "channels": (32, 64, 64), "conv_blocks": 1, "layers_per_block": 1,
+    "heads": 4,
     "text_width": 32, "text_layers": 2, "text_len": 32, "phrase_len": 6, "max_phrases": 4,
     "steps": 25, "guidance": 3.0, "gligen_beta": 1.0, "condition_dropout": 0.1,
     "object_weight": 5.0,
@@ -107,12 +108,14 @@ class Generator:
     self.max_phrases = int(f["max_phrases"])
     self.bos, self.pad = int(tokenizer.bos_token_id), int(tokenizer.pad_token_id)
     self.eot = len(tokenizer)  # one id past the PixelWorld vocabulary
-    n = len(ch)
+    n, nc = len(ch), int(f["conv_blocks"])
+    if not 0 <= nc < n:
+      raise ValueError(f"generator conv_blocks must be in [0, {n}) for channels {ch}, got {nc}")
     unet = UNet2DConditionConfig(
         sample_size=self.latent_size, in_channels=3 * pp * pp, out_channels=3 * pp * pp,
         block_out_channels=ch,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        down_block_types=("DownBlock2D",) * nc + ("CrossAttnDownBlock2D",) * (n - nc),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - nc) + ("UpBlock2D",) * nc,
         layers_per_block=int(f["layers_per_block"]), norm_num_groups=8,
         cross_attention_dim=tw, attention_head_dim=int(f["heads"]), attention_type="gated",
         gligen_max_objs=self.max_phrases)

@@ -26,7 +26,7 @@ import numpy as np
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
 from vitron_jax.data.pixelworld import PixelWorld, WorldConfig
-from vitron_jax.data.sources import pixelworld_dataset
+from vitron_jax.data.sources import pixelworld_stage_data
 from vitron_jax.eval.generated import generation_scores
 from vitron_jax.nn.partitioning import replicate_like
 from vitron_jax.train.generator import MODULE, Generator
@@ -98,14 +98,9 @@ class PixelWorldGeneratorTask:
     return loss, metrics
 
   def make_data(self, global_batch, process_index, process_count):
-    d = self.cfg.data
-    src = pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
-                             tasks=(GEN_TASK,))
-    return pipeline.make_pipeline(
-        [src], global_batch=global_batch, process_index=process_index,
-        process_count=process_count, shuffle=False, transforms=[self.encoder],
-        num_workers=int(d.get("num_workers", 0)), strict=bool(d.get("strict", False)),
-        max_bad_fraction=float(d.get("max_bad_fraction", 0.05)))
+    return pixelworld_stage_data(self.cfg.data, self.world_config, self.world_seed, GEN_TASK,
+                                 self.encoder, global_batch=global_batch,
+                                 process_index=process_index, process_count=process_count)
 
   def components(self):
     return {f"backend_{MODULE}": rf"^backends/{MODULE}/"}

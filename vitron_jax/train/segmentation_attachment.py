@@ -23,17 +23,16 @@ in as masks (`eval.boxes.mask_chance`, the same boxes as `ref_box`'s chance).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vitron_jax.eval.boxes import mask_chance
 from vitron_jax.models.objective import BackendHook
 from vitron_jax.models.vitron import Vitron
 from vitron_jax.protocol import invocation as I
-from vitron_jax.train.backend_rows import gather_rows
+from vitron_jax.train.backend_rows import RowFields
 from vitron_jax.train.segmenter_task import (MODULE, SegmentEncoder, Segmenter, mask_iou_np,
                                              segmenter_loss)
 
@@ -42,10 +41,10 @@ EVAL_ROW = "ref_seg_masks"  # the table row of the masks the segmenter made from
 SEG_FIELDS = ("pixel_values", "boxes", "masks", "command_ids")
 
 
-class SegmentationAttachment:
+class SegmentationAttachment(RowFields):
   """The frozen segmenter inside the VITRON step (see the module docstring)."""
 
-  module = MODULE
+  module, target, keys = MODULE, "mask", SEG_FIELDS
 
   def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
     if MODULE not in head.modules:
@@ -71,25 +70,8 @@ class SegmentationAttachment:
   def init_boxed(self, rng: jax.Array):
     return self.segmenter.init_boxed(rng)
 
-  def batch_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-    return {f"{MODULE}/{k}": v for k, v in self._spec.items()}
-
-  def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The segmentation fields of one training example (valid 0 unless it segments)."""
-    convs = sample.get("conversations") or []
-    inv = I.find_invocation(convs[-1]["value"]) if convs else None
-    if inv and inv.module == MODULE and "mask" in (sample.get("targets") or {}):
-      out = dict(self.encoder(sample))
-      out["valid"] = np.float32(1.0)
-    else:
-      out = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self._spec.items()}
-    return {f"{MODULE}/{k}": v for k, v in out.items()}
-
-  def gather(self, fields: Mapping[str, jax.Array]
-             ) -> tuple[dict[str, jax.Array], jax.Array, dict[str, jax.Array]]:
-    """In jit: the batch's segmentation fields -> (the hook's batch, its rows `[n]`, counts)."""
-    return gather_rows(fields, MODULE, self.rows, rename={"command_ids": "command_tokens"},
-                       keys=SEG_FIELDS)
+  def _fields(self, sample):
+    return self.encoder(sample)
 
   def _loss(self, params, batch, condition, rng):
     del rng
