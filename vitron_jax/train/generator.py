@@ -4,8 +4,9 @@ with its own CLIP text encoder, and the inputs it takes from an invocation.
 `Generator(fields, image_size, tokenizer)` builds the `GenImageBackend` (module
 `generate_image`) from `model.generator`-style fields:
 
-* `channels` (UNet block widths; the first `conv_blocks` blocks are convolutional, the others
-  cross-attend and carry GLIGEN's gated self-attention), `layers_per_block`, `heads`;
+* `pixel_patch`, `channels` (UNet block widths; the first `conv_blocks` blocks are
+  convolutional, the others cross-attend and carry GLIGEN's gated self-attention),
+  `layers_per_block`, `heads`;
 * `text_width`, `text_layers`, `text_len` (the CLIP text encoder: its width is the UNet's
   cross-attention width, `text_len` its positions, so the condition is `[text_len,
   text_width]`), `phrase_len`, `max_phrases` (grounded phrases, GLIGEN's `max_objs`);
@@ -17,7 +18,10 @@ with its own CLIP text encoder, and the inputs it takes from an invocation.
 
 Pixel space (`DiffusionModels.vae = None`, `pixel_patch` x `pixel_patch` pixels per UNet
 position): PixelWorld images are 32 px of flat colour, so there is nothing for a VAE to
-compress and no VAE to pretrain; 2-px patches make the UNet's first level 16 x 16. The text encoder's vocabulary is
+compress and no VAE to pretrain (the PixelWorld configs use 4-px patches: an 8 x 8 grid). The
+UNet predicts the clean image (`prediction_type="sample"`; DDPM's linear betas, DDIM
+sampling): with epsilon prediction the short PixelWorld stages left the small noise levels
+unlearned and sampling ended in noise (BUILD_NOTES.md). The text encoder's vocabulary is
 the PixelWorld tokenizer's plus one end-of-text id (the largest, as CLIP's): the CLIP pooler
 takes the hidden state at the first end-of-text token, and prompts are padded with it (as
 Stable Diffusion's tokenizer pads), so the empty prompt `[bos, eot, ...]` is the
@@ -48,13 +52,13 @@ MODULE = "generate_image"
 
 DEFAULTS: dict[str, Any] = {
     "pixel_patch": 2, "channels": (32, 64, 64), "conv_blocks": 1, "layers_per_block": 1,
-    "heads": 4,
-    "text_width": 32, "text_layers": 2, "text_len": 32, "phrase_len": 6, "max_phrases": 4,
+    "heads": 4, "text_width": 32, "text_layers": 2, "text_len": 32, "phrase_len": 6,
+    "max_phrases": 4,
     "steps": 25, "guidance": 3.0, "gligen_beta": 1.0, "condition_dropout": 0.1,
     "object_weight": 5.0,
 }
 
-#: the training schedule (DDPM's linear betas) sampled with DDIM.
+#: the training schedule (DDPM's linear betas, the clean image as the target) sampled with DDIM.
 SCHEDULER = S.SchedulerConfig(kind="ddim", beta_schedule="linear", beta_start=1e-4,
                               beta_end=0.02, clip_sample=True, set_alpha_to_one=True,
                               prediction_type="sample")
