@@ -74,6 +74,13 @@ def test_invocation_inputs_and_their_errors(task):
     task.encoder(caption)
   with pytest.raises(ValueError, match="unknown fields.*depth"):
     Generator({"depth": 3}, 32, g.tokenizer)
+  with pytest.raises(ValueError, match="prediction_type='x_start'"):
+    Generator({"prediction": "x_start"}, 32, g.tokenizer)
+  with pytest.raises(ValueError, match="min_snr_gamma must be positive"):
+    Generator({"min_snr_gamma": -1.0}, 32, g.tokenizer)
+  v = Generator({"prediction": "v_prediction", "min_snr_gamma": 5.0}, 32, g.tokenizer)
+  assert v.models.scheduler.prediction_type == "v_prediction"
+  assert v.backend.config.min_snr_gamma == 5.0 and g.backend.config.min_snr_gamma is None
 
 
 def test_batches_loss_and_padding_rows_weighed_out(task):

@@ -120,6 +120,12 @@ def test_pictures(tmp_path):
     assert im.n_frames == 5
   with pytest.raises(ValueError, match="no video"):
     P.sample_gif(world.sample(1, task="ref_box"), str(tmp_path / "x.gif"))
+  seg = world.sample(1, task="ref_seg")
+  mask = P.overlay(seg["images"][0], masks=[seg["targets"]["mask"]], scale=2)
+  made = np.asarray(P.answer_picture(seg, "a caption", made=[mask], scale=2))
+  top = P.sample_picture(seg, scale=2).height + 6  # the answer's row: its box, then `made`
+  x = seg["images"][0].shape[1] * 2 + 4
+  assert (made[top:top + mask.height, x:x + mask.width] == np.asarray(mask)).all()
   pic = P.overlay(s["video"][0], masks=[s["targets"]["masks"][0]],
                   boxes=[[0, 0, 4, 4], [np.nan, 0, 1, 1], [5, 5, 2, 2]], labels=["a"], scale=3)
   assert pic.size == (96, 96)

@@ -131,9 +131,10 @@ def test_masks_are_scored_from_free_running_answers(task, params):
   answers = [expected[0], "I cannot do that.", expected[2]]
   sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
           task.vcfg.head.index(MODULE))] * 3
-  rows = att.score(task.model, task.model_params(params), params["backends"][MODULE], samples,
-                   answers, sig)
+  rows, made = att.score(task.model, task.model_params(params), params["backends"][MODULE],
+                         samples, answers, sig)
   assert [r[0] for r in rows] == [EVAL_ROW, EVAL_ROW]  # the caption sample is not a ref_seg
+  assert sorted(made) == [0] and made[0].size == (128, 128)  # the mask tinted on the image
   (_, s0, c0), (_, s1, _) = rows
   assert 0.0 <= s0["mask_iou"] <= 1.0 and 0.0 < c0["mask_iou"] < 1.0
   assert s1 == {"mask_iou": 0.0, "text_mask_iou": 0.0}  # no invocation: nothing to segment
@@ -152,9 +153,10 @@ def test_generated_images_are_scored_from_free_running_answers(task, params):
                           answers, sig)
   assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
   assert ok.tolist() == [True, False, False]
-  rows = att.score(task.model, task.model_params(params), params["backends"][GEN], samples,
-                   answers, sig)
+  rows, made = att.score(task.model, task.model_params(params), params["backends"][GEN],
+                         samples, answers, sig)
   assert [r[0] for r in rows] == [GEN_ROW, GEN_ROW]  # the caption sample does not generate
+  assert sorted(made) == [0] and made[0].size == (128, 128)  # the generated image
   (_, s0, c0), (_, s1, _) = rows
   assert 0.0 <= s0["colour_right"] <= 1.0 and 0.0 < c0["colour_right"] < 1.0
   assert set(s1.values()) == {0.0}  # no invocation: nothing generated scores nothing

@@ -132,17 +132,23 @@ def sample_picture(sample: dict, *, scale: int = 4) -> PIL.Image.Image:
   return _stack(rows)
 
 
-def answer_picture(sample: dict, answer: str, *, scale: int = 4) -> PIL.Image.Image:
-  """`sample_picture` with a model's answer under it (and its boxes drawn on the input)."""
+def answer_picture(sample: dict, answer: str, *, made: Sequence[PIL.Image.Image] = (),
+                   scale: int = 4) -> PIL.Image.Image:
+  """`sample_picture` with a model's answer under it: its box drawn on the input, then `made`
+  (pictures of what the backends made of the answer: a mask tinted on the input, a generated
+  image), then its text."""
   pic = sample_picture(sample, scale=scale)
   rows = [pic]
   inputs = sample.get("images") or ([sample["video"][0]] if "video" in sample else [])
+  first = []
   if inputs:
     h, w = np.shape(inputs[0])[:2]
     box = predicted_box(answer, w, h)
-    rows.append(_row([overlay(inputs[0], boxes=[] if box is None else [box],
-                              labels=["answer"], scale=scale)]))
-  rows.append(_text([f"model: {answer}"], pic.width))
+    first.append(overlay(inputs[0], boxes=[] if box is None else [box], labels=["answer"],
+                         scale=scale))
+  if first or made:
+    rows.append(_row(first + list(made)))
+  rows.append(_text([f"model: {answer}"], max(r.width for r in rows)))
   return _stack(rows)
 
 

@@ -56,6 +56,22 @@ class RowFields:
   def _fields(self, sample: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
     raise NotImplementedError
 
+  def _attach(self, field: str, head: Any, condition_shape: Sequence[int], rows: int) -> None:
+    """The checks of every attachment's constructor (`field`: its `model.<field>` config):
+    the head has the module, the module's projector makes the backend's condition shape,
+    `rows` (`task.backend_rows.<module>`) is at least 1."""
+    m = self.module
+    if m not in head.modules:
+      raise ValueError(f"model.{field} is set but the head has no {m!r} module "
+                       f"(head modules: {head.modules})")
+    want = tuple(head.condition_shapes[head.index(m)])
+    if tuple(condition_shape) != want:
+      raise ValueError(f"model.{field} gives condition tokens {tuple(condition_shape)}, but "
+                       f"the head's {m!r} projector makes {want} (model.head.backends)")
+    if rows < 1:
+      raise ValueError(f"task.backend_rows.{m} must be >= 1, got {rows}")
+    self.rows = int(rows)
+
   def batch_spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
     return {f"{self.module}/{k}": v for k, v in self._spec.items()}
 

@@ -47,18 +47,8 @@ class GenerationAttachment(RowFields):
   module, target, keys = MODULE, "image", FIELDS
 
   def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
-    if MODULE not in head.modules:
-      raise ValueError(f"model.generator is set but the head has no {MODULE!r} module "
-                       f"(head modules: {head.modules})")
     self.generator = Generator(fields, image_size, tokenizer, training=False)
-    want = head.condition_shapes[head.index(MODULE)]
-    if tuple(self.generator.backend.condition_shape) != tuple(want):
-      raise ValueError(f"model.generator gives condition tokens "
-                       f"{self.generator.backend.condition_shape}, but the head's {MODULE!r} "
-                       f"projector makes {tuple(want)} (model.head.backends)")
-    if rows < 1:
-      raise ValueError(f"task.backend_rows.{MODULE} must be >= 1, got {rows}")
-    self.rows = int(rows)
+    self._attach("generator", head, self.generator.backend.condition_shape, rows)
     self.hook = BackendHook(MODULE, self._loss, self.generator.condition)
     g = self.generator
     s, k = image_size, g.max_phrases
@@ -143,17 +133,23 @@ class GenerationAttachment(RowFields):
     return [base + ".png"], f"ran {MODULE} (built in; command, boxes and signals)"
 
   def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
-            ) -> list[tuple[str, dict[str, float], dict[str, float]]]:
-    """`(EVAL_ROW, scores, chance)` per `text_to_image` sample (module docstring)."""
+            ) -> tuple[list[tuple[str, dict[str, float], dict[str, float]]], dict[int, Any]]:
+    """`(EVAL_ROW, scores, chance)` per `text_to_image` sample (module docstring), and per
+    sample index whose answer was usable a picture of the generated image with the answer's
+    boxes outlined."""
     idx = [i for i, s in enumerate(samples) if s["subtask"] == GEN_TASK]
     if not idx:
-      return []
+      return [], {}
     images, ok = self.images(model, model_params, backend_params, [answers[i] for i in idx],
                              [signals[i] for i in idx])
-    rows = []
+    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
+    rows, made, s = [], {}, self.generator.image_size
     for j, i in enumerate(idx):
       scores, chance = generation_scores(images[j], *requested(samples[i]))
       if not ok[j]:
         scores = {k: 0.0 for k in scores}
+      else:
+        boxes = [I.denormalize_box(b, s, s) for b in I.find_invocation(answers[i]).boxes]
+        made[i] = overlay(images[j], boxes=boxes)
       rows.append((EVAL_ROW, scores, chance))
-    return rows
+    return rows, made

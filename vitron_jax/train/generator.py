@@ -15,6 +15,8 @@ with its own CLIP text encoder, and the inputs it takes from an invocation.
 * `object_weight`: the denoising loss weighs the pixels inside the objects' boxes this much
   above the background's (objects are 5-10% of a PixelWorld image, and the noisy / striped
   backgrounds otherwise dominate the loss).
+* `prediction` (the UNet's target: "sample", the clean image; "v_prediction"; "epsilon") and
+  `min_snr_gamma` (Min-SNR-gamma loss weights; 0: plain MSE).
 
 Pixel space (`DiffusionModels.vae = None`, `pixel_patch` x `pixel_patch` pixels per UNet
 position): PixelWorld images are 32 px of flat colour, so there is nothing for a VAE to
@@ -55,13 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "heads": 4, "text_width": 32, "text_layers": 2, "text_len": 32, "phrase_len": 6,
     "max_phrases": 4,
     "steps": 25, "guidance": 3.0, "gligen_beta": 1.0, "condition_dropout": 0.1,
-    "object_weight": 5.0,
+    "object_weight": 5.0, "prediction": "sample", "min_snr_gamma": 0.0,
 }
 
-#: the training schedule (DDPM's linear betas, the clean image as the target) sampled with DDIM.
-SCHEDULER = S.SchedulerConfig(kind="ddim", beta_schedule="linear", beta_start=1e-4,
-                              beta_end=0.02, clip_sample=True, set_alpha_to_one=True,
-                              prediction_type="sample")
+
+
+def scheduler(prediction: str) -> S.SchedulerConfig:
+  """The training schedule (DDPM's linear betas) sampled with DDIM; `prediction` is the
+  UNet's target ("sample": the clean image, "v_prediction", "epsilon")."""
+  return S.SchedulerConfig(kind="ddim", beta_schedule="linear", beta_start=1e-4,
+                           beta_end=0.02, clip_sample=True, set_alpha_to_one=True,
+                           prediction_type=prediction)
 
 
 def generator_fields(fields: Any) -> dict[str, Any]:
@@ -130,12 +136,13 @@ class Generator:
                           max_position_embeddings=self.text_len, projection_dim=tw,
                           pad_token_id=self.eot, bos_token_id=self.bos, eos_token_id=self.eot)
     self.models = P.DiffusionModels(unet=UNet2DConditionModel(unet), vae=None,
-                                    scheduler=SCHEDULER, text_encoder=CLIPTextModel(text),
-                                    pixel_patch=pp)
+                                    scheduler=scheduler(str(f["prediction"])),
+                                    text_encoder=CLIPTextModel(text), pixel_patch=pp)
     self.backend = GenImageBackend(self.models, DiffusionBackendConfig(
         num_inference_steps=int(f["steps"]), guidance_scale=float(f["guidance"]),
         height=image_size, width=image_size, gligen_beta=float(f["gligen_beta"]),
-        condition_dropout=float(f["condition_dropout"]) if training else 0.0))
+        condition_dropout=float(f["condition_dropout"]) if training else 0.0,
+        min_snr_gamma=float(f["min_snr_gamma"]) or None))
 
   # -- parameters ----------------------------------------------------------------------------
   def init(self, rng: jax.Array):

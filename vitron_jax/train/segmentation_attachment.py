@@ -47,18 +47,8 @@ class SegmentationAttachment(RowFields):
   module, target, keys = MODULE, "mask", SEG_FIELDS
 
   def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
-    if MODULE not in head.modules:
-      raise ValueError(f"model.segmenter is set but the head has no {MODULE!r} module "
-                       f"(head modules: {head.modules})")
     self.segmenter = Segmenter(fields, image_size, tokenizer)
-    want = head.condition_shapes[head.index(MODULE)]
-    if tuple(self.segmenter.backend.condition_shape) != tuple(want):
-      raise ValueError(f"model.segmenter gives condition tokens "
-                       f"{self.segmenter.backend.condition_shape}, but the head's "
-                       f"{MODULE!r} projector makes {tuple(want)} (model.head.backends)")
-    if rows < 1:
-      raise ValueError(f"task.backend_rows.{MODULE} must be >= 1, got {rows}")
-    self.rows = int(rows)
+    self._attach("segmenter", head, self.segmenter.backend.condition_shape, rows)
     self.encoder = SegmentEncoder(self.segmenter, image_size)
     self.hook = BackendHook(MODULE, self._loss, self.segmenter.condition)
     self._run = None  # the jitted mask maker of `masks`, built on first use
@@ -159,17 +149,19 @@ class SegmentationAttachment(RowFields):
     return [base + "_mask.png", base + "_overlay.png"], f"ran {MODULE} (built in; {how})"
 
   def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
-            ) -> list[tuple[str, dict[str, float], dict[str, float]]]:
-    """`(EVAL_ROW, scores, chance)` per `ref_seg` sample (see the module docstring);
+            ) -> tuple[list[tuple[str, dict[str, float], dict[str, float]]], dict[int, Any]]:
+    """`(EVAL_ROW, scores, chance)` per `ref_seg` sample (see the module docstring), and per
+    sample index whose answer was segmented a picture of the mask tinted on the image;
     `signals[i]` = (hidden states at the query slots [K, D], their validity [K], module index)
     of answer i's first invocation."""
     idx = [i for i, s in enumerate(samples) if s["subtask"] == "ref_seg"]
     if not idx:
-      return []
+      return [], {}
     with_box, alone, box_ok, sig_ok = self.masks(
         model, model_params, backend_params, [samples[i] for i in idx],
         [answers[i] for i in idx], [signals[i] for i in idx])
-    rows = []
+    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
+    rows, made = [], {}
     for j, i in enumerate(idx):
       s = samples[i]
       truth = np.asarray(s["targets"]["mask"], bool)
@@ -178,4 +170,6 @@ class SegmentationAttachment(RowFields):
       chance = mask_chance(truth)
       rows.append((EVAL_ROW, {"mask_iou": iou, "text_mask_iou": iou_alone},
                    {"mask_iou": chance}))
-    return rows
+      if box_ok[j] or sig_ok[j]:
+        made[i] = overlay(s["images"][0], masks=[with_box[j] if box_ok[j] else alone[j]])
+    return rows, made

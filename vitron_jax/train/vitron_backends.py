@@ -10,7 +10,8 @@ step, where its loss joins the same jit for the rows of the batch that invoke it
 An attachment holds the backend (static config), `init_boxed(rng)`, `batch_spec()`,
 `example(sample)` (its per-example fields), `gather(fields)` (in jit: the hook's batch), `hook`
 (`models.objective.BackendHook`: its loss and native condition) and `score(...)` (what it makes
-of free-running answers, as table rows of `eval.answers.OUTPUT_ROWS`).
+of free-running answers, as table rows of `eval.answers.OUTPUT_ROWS`, and pictures of it for
+the report: `(rows, {sample index: PIL image})`).
 """
 from __future__ import annotations
 

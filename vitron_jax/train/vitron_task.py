@@ -274,11 +274,14 @@ class VitronTask:
     for s, a in zip(kept, answers):
       scores, chance = EA.score_answer(s, a, max_objects=self.world_config.max_objects)
       rows.append((s["subtask"], scores, chance))
-    outputs = []  # what the attached backends make of the answers
+    outputs, made = [], {}  # what the attached backends make of the answers, and pictures
     for b in self.backends.values():
-      outputs += b.score(self.model, self.model_params(params), params["backends"][b.module],
-                         kept, answers, signals)
-    return kept, answers, rows, EA.summarize(rows + outputs), len(samples) - len(kept)
+      scored, pics = b.score(self.model, self.model_params(params),
+                             params["backends"][b.module], kept, answers, signals)
+      outputs += scored
+      for i, pic in pics.items():
+        made.setdefault(i, []).append(pic)
+    return (kept, answers, rows, EA.summarize(rows + outputs), len(samples) - len(kept), made)
 
   def evaluate(self, params, step, workdir=None):
     if not self.subtasks:
@@ -288,7 +291,7 @@ class VitronTask:
     metrics: dict[str, Any] = {}
     tables, written, pictures, skipped = {}, [], {}, 0
     for i, split in enumerate(self.eval_splits()):
-      kept, answers, rows, table, n_skip = self._evaluate_split(params, split)
+      kept, answers, rows, table, n_skip, made = self._evaluate_split(params, split)
       pre = "" if i == 0 else f"{split}/"
       metrics[f"{pre}eval_skipped"] = float(n_skip)
       for sub, row in table.items():
@@ -298,7 +301,7 @@ class VitronTask:
       tables[split], skipped = table, skipped + n_skip
       written += [(split, s, a, r) for s, a, r in zip(kept, answers, rows)]
       if n_pic:
-        pictures.update(_pictures(kept, answers, n_pic, "" if i == 0 else f"{split}/"))
+        pictures.update(_pictures(kept, answers, n_pic, pre, made))
     if n_pic:
       metrics["pictures"] = pictures
     if workdir and jax.process_index() == 0:
@@ -316,16 +319,18 @@ def _write_answers(path: str, written) -> None:
   write_text("\n".join(lines) + "\n", path)
 
 
-def _pictures(samples, answers, per_subtask: int, prefix: str = ""
+def _pictures(samples, answers, per_subtask: int, prefix: str = "", made=None
               ) -> dict[str, tuple[bytes, int, int]]:
+  """PNGs of the first `per_subtask` answers of every subtask, with what the backends made of
+  them (`made`: sample index -> pictures)."""
   from vitron_jax.eval import pictures  # pylint: disable=import-outside-toplevel
-  out, seen = {}, {}
-  for s, a in zip(samples, answers):
+  out, seen, made = {}, {}, made or {}
+  for i, (s, a) in enumerate(zip(samples, answers)):
     k = seen.get(s["subtask"], 0)
     if k >= per_subtask:
       continue
     seen[s["subtask"]] = k + 1
-    pic = pictures.answer_picture(s, a)
+    pic = pictures.answer_picture(s, a, made=made.get(i, ()))
     buf = io.BytesIO()
     pic.save(buf, format="PNG")
     out[f"answers/{prefix}{s['subtask']}/{k}"] = (buf.getvalue(), pic.height, pic.width)
