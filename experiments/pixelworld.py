@@ -178,7 +178,7 @@ def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
 #: encoder (commands up to 30 words), object pixels weighted 5x in the loss (BUILD_NOTES.md)
 TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
                       heads=4, text_width=32, text_layers=2, text_len=32, phrase_len=6,
-                      max_phrases=4, steps=25, guidance=3.0, gligen_beta=1.0,
+                      max_phrases=4, steps=25, guidance=1.5, gligen_beta=1.0,
                       condition_dropout=0.1, object_weight=5.0, prediction="sample",
                       min_snr_gamma=0.0)
 

@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "pixel_patch": 2, "channels": (32, 64, 64), "conv_blocks": 1, "layers_per_block": 1,
     "heads": 4, "text_width": 32, "text_layers": 2, "text_len": 32, "phrase_len": 6,
     "max_phrases": 4,
-    "steps": 25, "guidance": 3.0, "gligen_beta": 1.0, "condition_dropout": 0.1,
+    "steps": 25, "guidance": 1.5, "gligen_beta": 1.0, "condition_dropout": 0.1,
     "object_weight": 5.0, "prediction": "sample", "min_snr_gamma": 0.0,
 }
 
