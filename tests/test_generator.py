@@ -83,6 +83,18 @@ def test_invocation_inputs_and_their_errors(task):
   assert v.backend.config.min_snr_gamma == 5.0 and g.backend.config.min_snr_gamma is None
 
 
+def test_gligen_gates_start_open(task):
+  """Trained from scratch, GLIGEN's zero-initialised gates would never open (gate_init)."""
+  def gates(params):
+    return {jax.tree_util.keystr(p): float(np.asarray(x))
+            for p, x in jax.tree_util.tree_flatten_with_path(flax.linen.meta.unbox(params))[0]
+            if "alpha_" in jax.tree_util.keystr(p)}
+  opened = gates(task.generator.init(jax.random.key(0)))
+  assert len(opened) >= 2 and set(opened.values()) == {1.0}, opened
+  closed = Generator({**task.generator.fields, "gate_init": 0.0}, 32, task.generator.tokenizer)
+  assert set(gates(closed.init(jax.random.key(0))).values()) == {0.0}
+
+
 def test_batches_loss_and_padding_rows_weighed_out(task):
   batch = next(task.make_data(4, 0, 1))
   spec = task.batch_spec()
