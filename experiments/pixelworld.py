@@ -4,6 +4,7 @@
     vitron-train --config=experiments/pixelworld.py --workdir=/tmp/pw          # all tasks, longer
     vitron-train --config=experiments/pixelworld.py:segmenter --workdir=/tmp/pw_seg
     vitron-train --config=experiments/pixelworld.py:generator --workdir=/tmp/pw_gen
+    vitron-train --config=experiments/pixelworld.py:editor --workdir=/tmp/pw_edit
 
 "quick": the tiny model (`vitron_tiny.py`), 32 px images, the image tasks but grounded QA
 (`QUICK_UNDERSTAND` weighted 3:1 against `QUICK_INVOKE`); stages `s0_segmenter` (300 steps of
@@ -16,11 +17,15 @@ row `ref_seg_masks` scores the masks the segmenter makes from the free-running a
 "quick_gen": quick plus the image generator (`model.generator`, stage `s0_generator`: 3000
 steps of the GLIGEN pixel-space UNet, task `pixelworld_generator`) frozen in the step, its
 denoising loss on up to `task.backend_rows.generate_image` rows; row `t2i_images` scores the
-images it makes from the answers (colour right, object inside the requested box). Not in
-quick yet: the stage does not draw the requested colours above chance (BUILD_NOTES.md).
-"" (default): all tasks including videos (2 frames), 32 px, longer, both backends in the step;
-evaluated on `heldout`.
-"segmenter" / "generator": stage s0_segmenter / s0_generator alone.
+images it makes from the answers (colour right, object inside the requested box); and the image
+editor (`model.editor`, stage `s0_editor`: 3000 steps of the pixel-space inpainting UNet, task
+`pixelworld_editor`), its denoising loss on up to `task.backend_rows.edit_image` rows; row
+`edit_images` scores the images it edits from the answers (the named object changed as asked,
+the rest kept). Not in quick yet: the generator's stage does not draw the requested colours
+above chance (BUILD_NOTES.md).
+"" (default): all tasks including videos (2 frames), 32 px, longer, the image segmenter,
+generator and editor in the step; evaluated on `heldout`.
+"segmenter" / "generator" / "editor": stage s0_segmenter / s0_generator / s0_editor alone.
 Everything trains, the vision tower included (PixelWorld has no pretrained weights). Every
 trained subtask is scored from free-running greedy answers with its primary metric beside that
 metric's chance level (`eval.answers`).
@@ -42,7 +47,7 @@ TINY_BACKENDS = {
     "segment_image": {"num_queries": 2, "condition_shape": (4, 16)},
     "segment_video": {"num_queries": 2, "condition_shape": (4, 16)},
     "generate_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_GENERATOR's
-    "edit_image": {"num_queries": 4, "condition_shape": (8, 24)},
+    "edit_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_EDITOR's
     "generate_video": {"num_queries": 4, "condition_shape": (8, 24)},
     "image_to_video": {"num_queries": 4, "condition_shape": (8, 24)},
     "edit_video": {"num_queries": 4, "condition_shape": (8, 24)},
@@ -52,7 +57,7 @@ QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 
 
-ARGS = ("", "quick", "quick_gen", "segmenter", "generator")
+ARGS = ("", "quick", "quick_gen", "segmenter", "generator", "editor")
 
 
 def get_config(arg: str = ""):
@@ -62,10 +67,13 @@ def get_config(arg: str = ""):
     return get_config("quick").stages.s0_segmenter
   if arg == "generator":  # the image generation backend's pretraining alone (stage s0)
     return get_config("quick_gen").stages.s0_generator
+  if arg == "editor":  # the image editing backend's pretraining alone (stage s0)
+    return get_config("quick_gen").stages.s0_editor
   quick = arg in ("quick", "quick_gen")
-  # the image generator joins the step in the full job and in quick_gen, not yet in quick: after
-  # its quick stage it does not draw the requested colours above chance (BUILD_NOTES.md)
-  with_generator = arg != "quick"
+  # the image generator and editor join the step in the full job and in quick_gen, not yet in
+  # quick: after its quick stage the generator does not draw the requested colours above chance
+  # (BUILD_NOTES.md)
+  with_diffusion = arg != "quick"
   c = phase_data.phase_config("3", "tiny")
   # quick: the image tasks but grounded QA (boxes of 4-8 px objects at IoU >= 0.5 and "there
   # is none" answers are not learned in minutes on 2 cores; BUILD_NOTES.md), understanding
@@ -108,10 +116,13 @@ def get_config(arg: str = ""):
   c.task.backend_rows = ml_collections.ConfigDict(dict(segment_image=8))
   c.stages = ml_collections.ConfigDict({"s0_segmenter": segmenter_stage(c, quick),
                                         "s1_vision": vision_stage(c, quick)})
-  if with_generator:  # the image generator (frozen; pretrained by stage s0_generator), 8 rows
+  if with_diffusion:  # the image generator and editor (frozen; pretrained by their s0 stages)
     c.model.generator = ml_collections.ConfigDict(dict(TINY_GENERATOR))
     c.task.backend_rows.generate_image = 8
     c.stages.s0_generator = generator_stage(c, quick)
+    c.model.editor = ml_collections.ConfigDict(dict(TINY_EDITOR))
+    c.task.backend_rows.edit_image = 8
+    c.stages.s0_editor = editor_stage(c, quick)
   return c
 
 
@@ -190,6 +201,25 @@ def generator_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s = _stage_base(c, "pixelworld_generator", steps=3000 if quick else 8000, batch=16,
                   lr=1e-3, warmup=50)
   s.model = ml_collections.ConfigDict(dict(generator=dict(c.model.generator.to_dict())))
+  return s
+
+
+#: the image editing backend at PixelWorld size (`train.editor`): the generator's UNet and text
+#: encoder sizes, as an inpainting UNet (the source outside the invocation's boxes is an input)
+TINY_EDITOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
+                   heads=4, text_width=32, text_layers=2, text_len=32, steps=25, guidance=1.5,
+                   condition_dropout=0.1, object_weight=5.0, prediction="sample",
+                   min_snr_gamma=0.0)
+
+
+def editor_stage(c, quick: bool) -> ml_collections.ConfigDict:
+  """Stage s0: the image editing backend learns PixelWorld edits (recolour, remove, add, move:
+  the source, the invocation's boxes and the command -> the edited image; task
+  `pixelworld_editor`), under the parameter path the VITRON run keeps it
+  (`backends/edit_image/`), where it stays frozen."""
+  s = _stage_base(c, "pixelworld_editor", steps=3000 if quick else 8000, batch=16,
+                  lr=1e-3, warmup=50)
+  s.model = ml_collections.ConfigDict(dict(editor=dict(c.model.editor.to_dict())))
   return s
 
 

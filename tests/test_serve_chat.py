@@ -33,6 +33,10 @@ def workdir(tmp_path_factory):
             "--config.stages.s0_generator.data.global_batch=4",
             "--config.stages.s0_generator.optim.warmup_steps=1",
             "--config.stages.s0_generator.model.generator.steps=2",
+            "--config.stages.s0_editor.train.steps=2",
+            "--config.stages.s0_editor.data.global_batch=4",
+            "--config.stages.s0_editor.optim.warmup_steps=1",
+            "--config.stages.s0_editor.model.editor.steps=2",
             "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
             "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
             config=CONFIG, timeout=400)
@@ -94,7 +98,7 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   msgs = [{"role": "user", "content": "Segment the red circle."}]
   answers = iter(["Sure. <inv><seg_image><cmd>the red circle</cmd></inv>",
                   "Sure. <inv><seg_image><cmd>the red circle</cmd><region><loc0001></region></inv>",
-                  "Sure. <inv><edit_image><cmd>make it blue</cmd></inv>"])
+                  "Sure. <inv><seg_video><cmd>the red circle</cmd></inv>"])
   real_answer = bot.task.answer
   signal = real_answer(bot.params, [bot.sample_of(msgs, [img])], batch_size=1,
                        max_new_tokens=2, with_signals=True)[1][0]
@@ -106,7 +110,7 @@ def test_invocation_runs_backend_and_malformed_is_text(bot, tmp_path, monkeypatc
   assert isinstance(bad.invocation, I.InvocationError)
   assert "could not be parsed" in bad.text and bad.invocation.kind in bad.text
   missing = bot.chat(msgs, images=[img])
-  assert "no backend loaded for module 'edit_image'" in missing.note
+  assert "no backend loaded for module 'segment_video'" in missing.note
   del bot.backends["segment_image"]
 
 
@@ -154,6 +158,34 @@ def test_the_runs_generator_is_built_in(bot, tmp_path, monkeypatch):
   # two phrases for one box: the generator cannot ground it, and says so
   bad = bot.chat([{"role": "user", "content": "Draw a blue square."}])
   assert "generate_image not run" in bad.note and not bad.files
+
+
+def test_the_runs_editor_is_built_in(bot, tmp_path, monkeypatch):
+  bot.out_dir = str(tmp_path)
+  img = _image(bot)
+  box = I.normalize_box((4, 4, 20, 20), 32, 32)
+  answers = iter([
+      ("Done. <inv><edit_image><cmd>make the red circle green</cmd><region>"
+       f"{I.box_to_loc_tokens(box)}</region></inv>"),
+      "Done. <inv><edit_image><cmd>make the red circle green</cmd></inv>"])
+  head = bot.task.vcfg.head
+  k = head.num_queries[head.index("edit_image")]
+  signal = (np.ones((head.k_max, bot.task.vcfg.llm.hidden_size), np.float32),
+            np.arange(head.k_max) < k, head.index("edit_image"))
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **kw: ([next(answers)], [signal]))
+  msgs = [{"role": "user", "content": "Make the red circle green."}]
+  reply = bot.chat(msgs, images=[img])
+  assert reply.note == ("ran edit_image (built in; command, boxes, the conversation's image "
+                        "and signals)"), reply.note
+  (png,) = reply.files
+  assert png.endswith(f"turn{bot.turn}_edit_image.png")
+  edited = np.asarray(PIL.Image.open(png))
+  from vitron_jax.train.editor import edit_region
+  keep = ~edit_region([box], 32)
+  np.testing.assert_array_equal(edited[keep], img[keep])  # only the box is repainted
+  # no box: nothing says where to edit, and the reply says the editor did not run
+  bad = bot.chat(msgs, images=[img])
+  assert "edit_image not run" in bad.note and not bad.files
 
 
 def test_bad_chat_input(bot):
@@ -285,3 +317,25 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   assert meta["pixel_patch"] == g.models.pixel_patch and meta["eot_token_id"] == g.eot
   sched = diffusers.DDIMScheduler.from_pretrained(gen_dir / "scheduler")
   assert sched.config.num_train_timesteps == 1000
+  # the attached editor: a diffusers inpainting UNet (noisy pixels, mask, masked source)
+  edit_dir = dst / "backends" / "edit_image"
+  e = bot.task.backends["edit_image"].backend
+  ep = params["backends"]["edit_image"]
+  c_in = e.models.unet.config.in_channels
+  sample = np.random.default_rng(2).normal(size=(1, e.latent_size, e.latent_size, c_in))
+  ids = e.command_ids("make the red circle green")[None]
+  text = e.models.text_encoder.apply({"params": ep["text_encoder"]}, jnp.asarray(ids))
+  ours = e.models.unet.apply({"params": ep["unet"]}, jnp.asarray(sample, jnp.float32),
+                             jnp.asarray([300.0]), text.last_hidden_state)
+  unet = diffusers.UNet2DConditionModel.from_pretrained(edit_dir / "unet").eval()
+  assert unet.config.in_channels == c_in == 2 * e.models.latent_channels + 1
+  clip = transformers.CLIPTextModel.from_pretrained(edit_dir / "text_encoder").eval()
+  with torch.no_grad():
+    ht = clip(torch.from_numpy(ids.astype(np.int64))).last_hidden_state
+    theirs = unet(torch.from_numpy(sample.transpose(0, 3, 1, 2)).float(), 300,
+                  encoder_hidden_states=ht).sample
+  np.testing.assert_allclose(np.asarray(text.last_hidden_state), ht.numpy(), atol=2e-4,
+                             rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours), theirs.numpy().transpose(0, 2, 3, 1),
+                             atol=2e-4, rtol=1e-4)
+  assert "max_phrases" not in json.loads((edit_dir / "editor.json").read_text())

@@ -138,6 +138,10 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
           "--config.stages.s0_generator.data.global_batch=4",
           "--config.stages.s0_generator.optim.warmup_steps=1",
           "--config.stages.s0_generator.model.generator.steps=2",
+          "--config.stages.s0_editor.train.steps=2",
+          "--config.stages.s0_editor.data.global_batch=4",
+          "--config.stages.s0_editor.optim.warmup_steps=1",
+          "--config.stages.s0_editor.model.editor.steps=2",
           "--config.train.steps=2", "--config.optim.warmup_steps=1",
           "--config.data.global_batch=4", "--config.train.eval_at_end=False",
           "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
@@ -151,7 +155,8 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # the backend stages ran first; their backends are in the main run's step, frozen by the task
-  for stage, module in (("s0_segmenter", "segment_image"), ("s0_generator", "generate_image")):
+  for stage, module in (("s0_segmenter", "segment_image"), ("s0_generator", "generate_image"),
+                        ("s0_editor", "edit_image")):
     a = _item(str(tmp_path / "stages" / stage / "checkpoints" / "2"), f"params_backend_{module}")
     b = _item(str(tmp_path / "checkpoints" / "2"), f"params_backend_{module}")
     assert len(jax.tree_util.tree_leaves(a)) > 20
@@ -162,3 +167,4 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
   assert "stage s1_vision already finished" in again.stderr
   assert "stage s0_segmenter already finished" in again.stderr
   assert "stage s0_generator already finished" in again.stderr
+  assert "stage s0_editor already finished" in again.stderr

@@ -1,5 +1,5 @@
-"""The frozen backends inside the VITRON step (`train/vitron_backends.py`: the image segmenter
-and the image generator): per-example fields, the in-jit row group with static shape,
+"""The frozen backends inside the VITRON step (`train/vitron_backends.py`: the image segmenter,
+generator and editor): per-example fields, the in-jit row group with static shape,
 row-weighted losses, gradients reaching the LLM side but never the backends, and their outputs
 scored from free-running answers."""
 import os
@@ -17,11 +17,14 @@ from experiments import pixelworld as EP  # noqa: E402
 from vitron_jax.backends.segmentation.losses import sam_mask_loss  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
 from vitron_jax.train import optim as O  # noqa: E402
+from vitron_jax.protocol import invocation as I  # noqa: E402
+from vitron_jax.train.editor import edit_region  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
+from vitron_jax.train.edit_attachment import EVAL_ROW as EDIT_ROW  # noqa: E402
 from vitron_jax.train.generation_attachment import EVAL_ROW as GEN_ROW  # noqa: E402
 from vitron_jax.train.segmentation_attachment import EVAL_ROW, MODULE  # noqa: E402
 
-GEN = "generate_image"
+GEN, EDIT = "generate_image", "edit_image"
 
 
 def _config(rows=2):
@@ -94,8 +97,9 @@ def test_mask_loss_row_weights_select_images():
 
 def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params):
   seg, cap = _samples(task)
-  gen = PixelWorld(task.world_config, split="train", seed=0).sample(0, task="text_to_image")
-  batch = _batch(task, [cap, seg[0], gen, seg[1]])
+  w = PixelWorld(task.world_config, split="train", seed=0)
+  gen, edit = w.sample(0, task="text_to_image"), w.sample(0, task="image_edit")
+  batch = _batch(task, [cap, seg[0], gen, seg[1], edit])
 
   def f(p):
     return task.loss(p, batch, jax.random.PRNGKey(1))
@@ -107,8 +111,12 @@ def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params
   assert float(m[f"backend_rows/{GEN}/used"]) == 1.0
   assert float(m[f"loss/backend/{GEN}"]) > 0 and float(m[f"loss/align/{GEN}"]) > 0
   assert norm(g["head"][f"projector_{GEN}"]) > 0
+  assert float(m[f"backend_rows/{EDIT}/used"]) == 1.0
+  assert float(m[f"loss/backend/{EDIT}"]) > 0 and float(m[f"loss/align/{EDIT}"]) > 0
+  assert norm(g["head"][f"projector_{EDIT}"]) > 0
   # the backends are in the step (the loss depends on their parameters) ...
   assert norm(g["backends"][MODULE]["sam"]) > 0 and norm(g["backends"][GEN]["unet"]) > 0
+  assert norm(g["backends"][EDIT]["unet"]) > 0
   # ... and never trained: the optimizer labels it frozen whatever optim.trainable says
   labeler = O.Labeler(freeze=task.frozen())
   labels = labeler.labels(params)
@@ -120,6 +128,7 @@ def test_backend_loss_reaches_the_head_and_the_backend_stays_frozen(task, params
   _, m0 = jax.jit(task.loss)(params, only_cap, jax.random.PRNGKey(1))
   assert float(m0[f"loss/backend/{MODULE}"]) == 0.0
   assert float(m0[f"loss/backend/{GEN}"]) == 0.0
+  assert float(m0[f"loss/backend/{EDIT}"]) == 0.0
 
 
 def test_masks_are_scored_from_free_running_answers(task, params):
@@ -150,7 +159,7 @@ def test_generated_images_are_scored_from_free_running_answers(task, params):
   sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
           task.vcfg.head.index(GEN))] * 3
   images, ok = att.images(task.model, task.model_params(params), params["backends"][GEN],
-                          answers, sig)
+                          samples, answers, sig)
   assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
   assert ok.tolist() == [True, False, False]
   rows, made = att.score(task.model, task.model_params(params), params["backends"][GEN],
@@ -162,16 +171,45 @@ def test_generated_images_are_scored_from_free_running_answers(task, params):
   assert set(s1.values()) == {0.0}  # no invocation: nothing generated scores nothing
 
 
+def test_edited_images_are_scored_from_free_running_answers(task, params):
+  w = PixelWorld(task.world_config, split="val", seed=0)
+  edits = [w.sample(i, task="image_edit") for i in range(2)]
+  samples = edits + [w.sample(0, task="image_caption")]
+  _, signals = task.answer(params, samples, batch_size=4, max_new_tokens=4, with_signals=True)
+  att = task.backends[EDIT]
+  answers = [edits[0]["conversations"][1]["value"], "I cannot do that.", "a caption"]
+  sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
+          task.vcfg.head.index(EDIT))] * 3
+  mp, bp = task.model_params(params), params["backends"][EDIT]
+  images, ok = att.images(task.model, mp, bp, samples, answers, sig)
+  assert images.shape == (3, 32, 32, 3) and ok.tolist() == [True, False, False]
+  # outside the answer's boxes the edited image is the conversation's image, exactly
+  inv = I.find_invocation(answers[0])
+  keep = ~edit_region(inv.boxes, 32)
+  np.testing.assert_array_equal(images[0][keep], edits[0]["images"][0][keep])
+  rows, made = att.score(task.model, mp, bp, samples, answers, sig)
+  assert [r[0] for r in rows] == [EDIT_ROW, EDIT_ROW]  # the caption sample does not edit
+  assert sorted(made) == [0] and made[0].size == (128, 128)
+  (_, s0, c0), (_, s1, c1) = rows
+  assert s0["edit_right"] in (0.0, 1.0) and 0.0 <= s0["l1_outside"] < c0["l1_outside"]
+  # no invocation: nothing edited, nothing right, and no better l1 than a random image's
+  assert s1 == {"edit_right": 0.0, "l1_outside": c1["l1_outside"]}
+
+
 def test_mismatched_backend_configs_are_refused():
   c = _config()
   c.model.segmenter.width = 32
   with pytest.raises(ValueError, match="condition tokens.*model.head.backends"):
     build_task(c)
   c = _config()
-  c.task.backend_rows = {"edit_image": 4}
-  with pytest.raises(ValueError, match="backend_rows names modules \\['edit_image'\\]"):
+  c.task.backend_rows = {"segment_video": 4}
+  with pytest.raises(ValueError, match="backend_rows names modules \\['segment_video'\\]"):
     build_task(c)
   c = _config()
   c.model.generator.text_width = 48
   with pytest.raises(ValueError, match="generator gives condition tokens.*model.head.backends"):
+    build_task(c)
+  c = _config()
+  c.model.editor.text_len = 16
+  with pytest.raises(ValueError, match="editor gives condition tokens \\(16, 32\\)"):
     build_task(c)

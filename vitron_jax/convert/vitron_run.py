@@ -25,6 +25,12 @@ writes
         scheduler/        `scheduler_config.json` (DDIM)
         generator.json    pixel_patch (space-to-depth of [-1, 1] pixels; no VAE), the text
                           encoder's bos / end-of-text ids, text_len, phrase_len, sampling
+    backends/edit_image/      when the run attached the image editor: the same layout, with
+        unet/             an inpainting `UNet2DConditionModel` (in_channels = 2 * 3 *
+                          pixel_patch^2 + 1: the noisy pixels, the repaint mask, the masked
+                          source, concatenated in that order as diffusers' inpainting does)
+        editor.json       as generator.json (no phrases); the repaint region is the union
+                          of the invocation's boxes grown by 1 px
 
 from the newest checkpoint of the run (or `step`).
 """
@@ -62,28 +68,32 @@ def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int 
   write_json(vcfg.to_dict(), dst / "vitron.json")
   for m, att in getattr(bot.task, "backends", {}).items():
     folder = dst / "backends" / m
-    if m == "generate_image":
-      _save_generator(att.generator, params["backends"][m], folder)
+    if m in ("generate_image", "edit_image"):
+      _save_pixel_diffusion(att.backend, params["backends"][m], folder)
     else:
       _save_segmenter(att.segmenter, params["backends"][m], folder)
   return dst
 
 
-def _save_generator(generator, params, folder: pathlib.Path) -> None:
-  models = generator.models
+def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
+  """The image generator or editor (`train.pixel_diffusion`): diffusers UNet, transformers CLIP
+  text encoder, DDIM scheduler config and `<what>.json`."""
+  models = backend.models
   save_unet2d(models.unet, params["unet"], folder / "unet")
   save_clip_text(models.text_encoder, params["text_encoder"], folder / "text_encoder")
   write_json(models.scheduler.to_diffusers_config(), folder / "scheduler" /
              "scheduler_config.json")
-  f = generator.fields
-  write_json({"pixel_patch": models.pixel_patch, "image_size": generator.image_size,
-              "bos_token_id": generator.bos, "eot_token_id": generator.eot,
-              "text_len": generator.text_len, "phrase_len": generator.phrase_len,
-              "max_phrases": generator.max_phrases, "num_inference_steps": int(f["steps"]),
-              "guidance_scale": float(f["guidance"]), "gligen_beta": float(f["gligen_beta"]),
-              "latents": "images in [-1, 1], each pixel_patch x pixel_patch block stacked "
-                         "row-major into channels (space-to-depth); no VAE"},
-             folder / "generator.json")
+  f = backend.fields
+  meta = {"pixel_patch": models.pixel_patch, "image_size": backend.image_size,
+          "bos_token_id": backend.bos, "eot_token_id": backend.eot,
+          "text_len": backend.text_len, "num_inference_steps": int(f["steps"]),
+          "guidance_scale": float(f["guidance"]),
+          "latents": "images in [-1, 1], each pixel_patch x pixel_patch block stacked "
+                     "row-major into channels (space-to-depth); no VAE"}
+  if "max_phrases" in f:  # the generator's GLIGEN grounding
+    meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases,
+                gligen_beta=float(f["gligen_beta"]))
+  write_json(meta, folder / f"{backend.what}.json")
 
 
 def _save_segmenter(segmenter, params, folder: pathlib.Path) -> None:

@@ -88,6 +88,7 @@ _LAZY: dict[str, str] = {
     "pixelworld_clip": "vitron_jax.train.clip_task",  # vision-tower pretraining
     "pixelworld_segmenter": "vitron_jax.train.segmenter_task",  # segmentation backend
     "pixelworld_generator": "vitron_jax.train.generator_task",  # image generation backend
+    "pixelworld_editor": "vitron_jax.train.editor_task",  # image editing backend
 }
 
 

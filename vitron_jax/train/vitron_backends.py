@@ -6,6 +6,7 @@ step, where its loss joins the same jit for the rows of the batch that invoke it
 
   model.segmenter -> segment_image   `SegmentationAttachment` (stage task pixelworld_segmenter)
   model.generator -> generate_image  `GenerationAttachment` (stage task pixelworld_generator)
+  model.editor    -> edit_image      `EditAttachment` (stage task pixelworld_editor)
 
 An attachment holds the backend (static config), `init_boxed(rng)`, `batch_spec()`,
 `example(sample)` (its per-example fields), `gather(fields)` (in jit: the hook's batch), `hook`
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitron_jax.train.edit_attachment import EditAttachment
 from vitron_jax.train.generation_attachment import GenerationAttachment
 from vitron_jax.train.segmentation_attachment import SegmentationAttachment
 
 #: config field under `model` -> the attachment it builds
-ATTACHMENTS = {"segmenter": SegmentationAttachment, "generator": GenerationAttachment}
+ATTACHMENTS = {"segmenter": SegmentationAttachment, "generator": GenerationAttachment,
+               "editor": EditAttachment}
 
 
 def attachments(config: Any, image_size: int, tokenizer: Any, head: Any) -> dict[str, Any]:

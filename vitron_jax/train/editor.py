@@ -1,0 +1,117 @@
+"""VITRON's image editing backend at PixelWorld size: an inpainting UNet in pixel space with its
+own CLIP text encoder (`train.pixel_diffusion`), and the inputs it takes from an invocation.
+
+`Editor(fields, image_size, tokenizer)` builds the `EditImageBackend` (module `edit_image`)
+from `model.editor` fields (`pixel_diffusion.COMMON`). The UNet is Stable Diffusion
+inpainting's: its input is the noisy image, the repaint mask and the masked source image
+(`in_channels = 2c + 1`), so it sees what it must keep.
+
+The region to repaint is where the invocation points: the union of its boxes, grown by 1 px
+(`edit_region`). PixelWorld's edit invocations box every object the edit touches (recolour,
+remove: the object; add: where it goes; move: where it was and where it goes), so the changed
+pixels always lie inside (checked in tests/test_editor.py). The edited image is the source
+outside that region, exactly: the UNet repaints whole `pixel_patch` cells, and the pixels of
+a cell outside the region are put back (`sample_images`). An edit invocation without a box is
+refused: nothing says where to edit.
+
+Training (stage task `pixelworld_editor`, `train.editor_task`): the denoising loss on the
+edited image (the sample's target), conditioned on the command's text states, the region's
+pixels weighted `object_weight` above the rest.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitron_jax.backends.diffusion.backend import EditImageBackend
+from vitron_jax.eval.pixels import region_mask
+from vitron_jax.protocol import invocation as I
+from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
+
+MODULE = "edit_image"
+
+
+def edit_region(boxes: Sequence[Sequence[float]], size: int) -> np.ndarray:
+  """bool `[size, size]`: the union of normalised boxes, each grown by 1 px."""
+  if not boxes:
+    raise ValueError("the edit invocation has no box: the editor repaints the boxes it names")
+  m = np.zeros((size, size), bool)
+  for b in boxes:
+    px = np.asarray(I.denormalize_box(b, size, size), np.float64)
+    m |= region_mask(px + np.array([-1.0, -1.0, 1.0, 1.0]), size, size)
+  return m
+
+
+class Editor(PixelDiffusion):
+  """See the module docstring."""
+
+  module, what, DEFAULTS, backend_cls = MODULE, "editor", dict(COMMON), EditImageBackend
+
+  def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
+    return {"in_channels": 2 * latent_channels + 1}
+
+  # -- inputs ------------------------------------------------------------------------------
+  def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+    s = self.image_size
+    return {"images": ((s, s, 3), np.float32), "source_images": ((s, s, 3), np.float32),
+            "masks": ((s, s), np.float32), "command_ids": ((self.text_len,), np.int32),
+            "pixel_weights": ((s, s), np.float32)}
+
+  def inputs(self, command: str, boxes: Sequence[Sequence[float]], source: Any
+             ) -> dict[str, np.ndarray]:
+    """An invocation's command and normalised boxes, and the image to edit (uint8 `[H, W, 3]`)
+    -> {"command_ids", "source_images" float [H, W, 3] in [0, 1], "masks" float [H, W]}
+    (raises ValueError for what the editor cannot take)."""
+    s = self.image_size
+    src = np.asarray(source)
+    if src.shape != (s, s, 3) or src.dtype != np.uint8:
+      raise ValueError(f"the image to edit must be uint8 ({s}, {s}, 3), got {src.dtype} "
+                       f"{src.shape}")
+    return {"command_ids": self.command_ids(command),
+            "source_images": src.astype(np.float32) / 255.0,
+            "masks": edit_region(boxes, s).astype(np.float32)}
+
+  def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """An image_edit sample -> the edited image (float [0, 1]), the expected invocation's
+    inputs and the loss weights of the pixels."""
+    inv = I.find_invocation(sample["conversations"][-1]["value"])
+    if not inv or inv.module != MODULE:
+      raise ValueError(f"sample {sample.get('id')!r}: the expected answer holds no "
+                       f"{MODULE} invocation ({inv})")
+    t = sample["targets"]
+    out = self.inputs(inv.command, inv.boxes, t["source_image"])
+    image = np.asarray(t["image"])
+    if image.shape != (self.image_size, self.image_size, 3):
+      raise ValueError(f"sample {sample.get('id')!r}: target image {image.shape}, expected "
+                       f"({self.image_size}, {self.image_size}, 3)")
+    out["images"] = image.astype(np.float32) / 255.0
+    out["pixel_weights"] = np.where(out["masks"] > 0, np.float32(self.fields["object_weight"]),
+                                    np.float32(1.0))
+    return out
+
+  # -- the backend's batch -----------------------------------------------------------------
+  @staticmethod
+  def backend_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Example fields -> the backend's loss inputs ("images": the target) or, without a
+    target, its run inputs ("images": the image to edit)."""
+    out = {"masks": batch["masks"]}
+    if "images" in batch:
+      out.update(images=batch["images"], source_images=batch["source_images"])
+    else:
+      out["images"] = batch["source_images"]
+    for k in ("row_weights", "pixel_weights"):
+      if k in batch:
+        out[k] = batch[k]
+    return out
+
+  def sample_images(self, params, batch: Mapping[str, jax.Array], condition: jax.Array,
+                    rng: jax.Array) -> jax.Array:
+    """Edited images `[B, H, W, 3]` in [0, 1]: repainted inside the region, the source's
+    pixels outside it (jit-able)."""
+    run = {k: batch[k] for k in ("source_images", "masks")}
+    made = super().sample_images(params, run, condition, rng)
+    repaint = jnp.asarray(batch["masks"])[..., None] > 0
+    return jnp.where(repaint, made, jnp.asarray(batch["source_images"]))
