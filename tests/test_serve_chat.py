@@ -39,7 +39,7 @@ def workdir(tmp_path_factory):
             "--config.stages.s0_editor.model.editor.steps=2",
             "--config.checkpoint.every_steps=3", "--config.train.eval_at_end=False",
             "--config.log.tensorboard=False", "--config.log.png=False", devices=1,
-            config=CONFIG, timeout=400)
+            config=CONFIG, timeout=1200)
   return wd
 
 

@@ -145,7 +145,7 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
           "--config.train.steps=2", "--config.optim.warmup_steps=1",
           "--config.data.global_batch=4", "--config.train.eval_at_end=False",
           "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
-  proc = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
+  proc = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=1200)
   stage_dir = tmp_path / "stages" / "s1_vision" / "checkpoints" / "3"
   assert stage_dir.is_dir() and (tmp_path / "checkpoints" / "2").is_dir()
   assert f"from {stage_dir}" in proc.stderr
@@ -163,7 +163,7 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # a rerun neither trains the finished stages again nor repeats the finished main run
-  again = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=600)
+  again = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=1200)
   assert "stage s1_vision already finished" in again.stderr
   assert "stage s0_segmenter already finished" in again.stderr
   assert "stage s0_generator already finished" in again.stderr

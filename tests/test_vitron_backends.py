@@ -16,6 +16,7 @@ from experiments import pixelworld as EP  # noqa: E402
 
 from vitron_jax.backends.segmentation.losses import sam_mask_loss  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
+from vitron_jax.eval.answers import primary_metric  # noqa: E402
 from vitron_jax.train import optim as O  # noqa: E402
 from vitron_jax.protocol import invocation as I  # noqa: E402
 from vitron_jax.train.editor import edit_region  # noqa: E402
@@ -165,6 +166,7 @@ def test_generated_images_are_scored_from_free_running_answers(task, params):
   rows, made = att.score(task.model, task.model_params(params), params["backends"][GEN],
                          samples, answers, sig)
   assert [r[0] for r in rows] == [GEN_ROW, GEN_ROW]  # the caption sample does not generate
+  assert primary_metric(GEN_ROW) in rows[0][1]
   assert sorted(made) == [0] and made[0].size == (128, 128)  # the generated image
   (_, s0, c0), (_, s1, _) = rows
   assert 0.0 <= s0["colour_right"] <= 1.0 and 0.0 < c0["colour_right"] < 1.0
@@ -189,6 +191,7 @@ def test_edited_images_are_scored_from_free_running_answers(task, params):
   np.testing.assert_array_equal(images[0][keep], edits[0]["images"][0][keep])
   rows, made = att.score(task.model, mp, bp, samples, answers, sig)
   assert [r[0] for r in rows] == [EDIT_ROW, EDIT_ROW]  # the caption sample does not edit
+  assert primary_metric(EDIT_ROW) == "edit_right"  # the report's table knows the row
   assert sorted(made) == [0] and made[0].size == (128, 128)
   (_, s0, c0), (_, s1, c1) = rows
   assert s0["edit_right"] in (0.0, 1.0) and 0.0 <= s0["l1_outside"] < c0["l1_outside"]
