@@ -70,8 +70,8 @@ def checked_fields(fields: Any, defaults: Mapping[str, Any], what: str) -> dict[
 class PixelDiffusion:
   """See the module docstring. Subclasses set `module`, `what` (the config field), `DEFAULTS`,
   `backend_cls`, `spec()` (their example fields), `example`, `backend_batch`, and may extend
-  `_unet_fields`, `_backend_fields`, `_unet_inputs`, `_unet_params`. `training` False turns condition dropout off (the frozen backend inside the
-  VITRON step sees every condition)."""
+  `_unet_fields`, `_backend_fields`, `_unet_inputs`, `_unet_params`. `training` False turns
+  condition dropout off (the frozen backend inside the VITRON step sees every condition)."""
 
   module = what = ""
   DEFAULTS: dict[str, Any] = COMMON
