@@ -150,15 +150,21 @@ def test_masks_are_scored_from_free_running_answers(task, params):
   assert s1 == {"mask_iou": 0.0, "text_mask_iou": 0.0}  # no invocation: nothing to segment
 
 
-def test_generated_images_are_scored_from_free_running_answers(task, params):
+def _made_of_answers(task, params, subtask, module):
+  """Two val samples of `subtask` and a caption; answers: the first's expected one, a refusal
+  and a caption; signals all valid for `module`."""
   w = PixelWorld(task.world_config, split="val", seed=0)
-  gens = [w.sample(i, task="text_to_image") for i in range(2)]
-  samples = gens + [w.sample(0, task="image_caption")]
+  samples = [w.sample(i, task=subtask) for i in range(2)] + [w.sample(0, task="image_caption")]
   _, signals = task.answer(params, samples, batch_size=4, max_new_tokens=4, with_signals=True)
-  att = task.backends[GEN]
-  answers = [gens[0]["conversations"][1]["value"], "I cannot do that.", "a caption"]
+  answers = [samples[0]["conversations"][1]["value"], "I cannot do that.", "a caption"]
   sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
-          task.vcfg.head.index(GEN))] * 3
+          task.vcfg.head.index(module))] * 3
+  return samples, answers, sig
+
+
+def test_generated_images_are_scored_from_free_running_answers(task, params):
+  samples, answers, sig = _made_of_answers(task, params, "text_to_image", GEN)
+  att = task.backends[GEN]
   images, ok = att.images(task.model, task.model_params(params), params["backends"][GEN],
                           samples, answers, sig)
   assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
@@ -174,21 +180,15 @@ def test_generated_images_are_scored_from_free_running_answers(task, params):
 
 
 def test_edited_images_are_scored_from_free_running_answers(task, params):
-  w = PixelWorld(task.world_config, split="val", seed=0)
-  edits = [w.sample(i, task="image_edit") for i in range(2)]
-  samples = edits + [w.sample(0, task="image_caption")]
-  _, signals = task.answer(params, samples, batch_size=4, max_new_tokens=4, with_signals=True)
+  samples, answers, sig = _made_of_answers(task, params, "image_edit", EDIT)
   att = task.backends[EDIT]
-  answers = [edits[0]["conversations"][1]["value"], "I cannot do that.", "a caption"]
-  sig = [(np.ones_like(signals[0][0]), np.ones_like(signals[0][1]),
-          task.vcfg.head.index(EDIT))] * 3
   mp, bp = task.model_params(params), params["backends"][EDIT]
   images, ok = att.images(task.model, mp, bp, samples, answers, sig)
   assert images.shape == (3, 32, 32, 3) and ok.tolist() == [True, False, False]
   # outside the answer's boxes the edited image is the conversation's image, exactly
   inv = I.find_invocation(answers[0])
   keep = ~edit_region(inv.boxes, 32)
-  np.testing.assert_array_equal(images[0][keep], edits[0]["images"][0][keep])
+  np.testing.assert_array_equal(images[0][keep], samples[0]["images"][0][keep])
   rows, made = att.score(task.model, mp, bp, samples, answers, sig)
   assert [r[0] for r in rows] == [EDIT_ROW, EDIT_ROW]  # the caption sample does not edit
   assert primary_metric(EDIT_ROW) == "edit_right"  # the report's table knows the row

@@ -10,15 +10,14 @@ Evaluation: for every `image_edit` sample, row `edit_images` scores the conversa
 edited from the free-running answer's command and boxes against the exact edit
 (`eval.edited`: `edit_right` beside the unchanged image's score, `l1_outside` beside a random
 image's); the report's picture is the edited image with the answer's boxes outlined. An
-answer with no usable invocation scores 0 right and leaves the image unchanged (its
-`l1_outside` is 0: nothing was edited, and `edit_right` says so).
+answer with no usable invocation makes no image: `edit_right` 0 and `l1_outside` a random
+image's, so failures never improve the mean.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from vitron_jax.eval.edited import edit_scores
-from vitron_jax.protocol import invocation as I
 from vitron_jax.train.editor import Editor
 from vitron_jax.train.editor_task import EDIT_TASK
 from vitron_jax.train.pixel_diffusion_attachment import PixelDiffusionAttachment
@@ -46,11 +45,9 @@ class EditAttachment(PixelDiffusionAttachment):
 
   def _placeholder(self, sample):
     s = self.backend.image_size
-    try:
-      image = _source(sample)
-      if image.shape != (s, s, 3) or image.dtype != np.uint8:
-        raise ValueError("not the editor's image size")
-    except ValueError:
+    images = sample.get("images") or []
+    image = np.asarray(images[0]) if len(images) == 1 else None
+    if image is None or image.shape != (s, s, 3) or image.dtype != np.uint8:
       image = np.zeros((s, s, 3), np.uint8)
     return self.backend.inputs("a", ((0.0, 0.0, 1.0, 1.0),), image)
 
@@ -59,9 +56,3 @@ class EditAttachment(PixelDiffusionAttachment):
 
   def _failed(self, scores, chance):
     return {"edit_right": 0.0, "l1_outside": chance["l1_outside"]}
-
-  def _picture(self, image, sample, answer):
-    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
-    s = self.backend.image_size
-    return overlay(image, boxes=[I.denormalize_box(b, s, s)
-                                 for b in I.find_invocation(answer).boxes])

@@ -77,17 +77,9 @@ class Editor(PixelDiffusion):
   def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """An image_edit sample -> the edited image (float [0, 1]), the expected invocation's
     inputs and the loss weights of the pixels."""
-    inv = I.find_invocation(sample["conversations"][-1]["value"])
-    if not inv or inv.module != MODULE:
-      raise ValueError(f"sample {sample.get('id')!r}: the expected answer holds no "
-                       f"{MODULE} invocation ({inv})")
-    t = sample["targets"]
-    out = self.inputs(inv.command, inv.boxes, t["source_image"])
-    image = np.asarray(t["image"])
-    if image.shape != (self.image_size, self.image_size, 3):
-      raise ValueError(f"sample {sample.get('id')!r}: target image {image.shape}, expected "
-                       f"({self.image_size}, {self.image_size}, 3)")
-    out["images"] = image.astype(np.float32) / 255.0
+    inv, image = self._expected(sample)
+    out = self.inputs(inv.command, inv.boxes, sample["targets"]["source_image"])
+    out["images"] = image
     out["pixel_weights"] = np.where(out["masks"] > 0, np.float32(self.fields["object_weight"]),
                                     np.float32(1.0))
     return out

@@ -14,7 +14,6 @@ picture is the image with the answer's boxes outlined.
 from __future__ import annotations
 
 from vitron_jax.eval.generated import generation_scores
-from vitron_jax.protocol import invocation as I
 from vitron_jax.train.generator import Generator
 from vitron_jax.train.generator_task import GEN_TASK, requested
 from vitron_jax.train.pixel_diffusion_attachment import PixelDiffusionAttachment
@@ -43,9 +42,3 @@ class GenerationAttachment(PixelDiffusionAttachment):
 
   def _scores(self, image, sample):
     return generation_scores(image, *requested(sample))
-
-  def _picture(self, image, sample, answer):
-    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
-    s = self.backend.image_size
-    return overlay(image, boxes=[I.denormalize_box(b, s, s)
-                                 for b in I.find_invocation(answer).boxes])

@@ -33,7 +33,6 @@ import numpy as np
 from vitron_jax.backends.diffusion.backend import GenImageBackend
 from vitron_jax.backends.diffusion.gligen import GligenInputs
 from vitron_jax.data.pixelworld.sample import box_mask
-from vitron_jax.protocol import invocation as I
 from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 
 MODULE = "generate_image"
@@ -115,16 +114,9 @@ class Generator(PixelDiffusion):
   def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A text_to_image sample -> the target image (float [0, 1]) and the expected
     invocation's inputs."""
-    inv = I.find_invocation(sample["conversations"][-1]["value"])
-    if not inv or inv.module != MODULE:
-      raise ValueError(f"sample {sample.get('id')!r}: the expected answer holds no "
-                       f"{MODULE} invocation ({inv})")
-    image = np.asarray(sample["targets"]["image"])
-    if image.shape != (self.image_size, self.image_size, 3):
-      raise ValueError(f"sample {sample.get('id')!r}: target image {image.shape}, expected "
-                       f"({self.image_size}, {self.image_size}, 3)")
+    inv, image = self._expected(sample)
     out = self.inputs(inv.command, inv.boxes)
-    out["images"] = image.astype(np.float32) / 255.0
+    out["images"] = image
     objects = np.zeros(image.shape[:2], bool)
     for b in np.asarray(sample["targets"]["boxes"], np.float32).reshape(-1, 4):
       objects |= box_mask(b, objects.shape)

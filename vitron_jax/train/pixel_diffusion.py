@@ -35,6 +35,7 @@ from vitron_jax.backends.diffusion.backend import DiffusionBackendConfig
 from vitron_jax.backends.diffusion.unet2d import UNet2DConditionConfig, UNet2DConditionModel
 from vitron_jax.models.clip import CLIPTextModel
 from vitron_jax.models.clip_config import CLIPTextConfig
+from vitron_jax.protocol import invocation as I
 
 #: the fields every pixel-space backend takes (values: the defaults)
 COMMON: dict[str, Any] = {
@@ -168,6 +169,20 @@ class PixelDiffusion:
 
   def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
     raise NotImplementedError
+
+  def _expected(self, sample: Mapping[str, Any]) -> tuple[I.Invocation, np.ndarray]:
+    """A training sample's expected invocation of this backend and its target image (float
+    [0, 1]); ValueError when the answer holds none or the image is not the backend's size."""
+    inv = I.find_invocation(sample["conversations"][-1]["value"])
+    if not inv or inv.module != self.module:
+      raise ValueError(f"sample {sample.get('id')!r}: the expected answer holds no "
+                       f"{self.module} invocation ({inv})")
+    image = np.asarray(sample["targets"]["image"])
+    s = self.image_size
+    if image.shape != (s, s, 3):
+      raise ValueError(f"sample {sample.get('id')!r}: target image {image.shape}, expected "
+                       f"({s}, {s}, 3)")
+    return inv, image.astype(np.float32) / 255.0
 
   @staticmethod
   def backend_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:

@@ -36,8 +36,8 @@ from vitron_jax.train.pixel_diffusion_task import TARGET_FIELDS, to_uint8
 class PixelDiffusionAttachment(RowFields):
   """See the module docstring. Subclasses set `maker` (the `PixelDiffusion` class), `field`
   (`model.<field>`), `target`, `subtask`, `eval_row`, `needs` (what the invocation uses, for
-  chat's note), and define `_invocation_inputs(inv, sample)`, `_scores(image, sample)` and
-  `_picture(image, sample, answer)`."""
+  chat's note), and define `_invocation_inputs(inv, sample)`, `_placeholder(sample)` and
+  `_scores(image, sample)`; `_picture` and `_failed` have defaults."""
 
   maker: Any = None
   field = subtask = eval_row = needs = ""
@@ -137,7 +137,12 @@ class PixelDiffusionAttachment(RowFields):
     raise NotImplementedError
 
   def _picture(self, image: np.ndarray, sample: Any, answer: str) -> Any:
-    raise NotImplementedError
+    """The report's picture: the image made, with the answer's boxes outlined."""
+    del sample
+    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
+    s = self.backend.image_size
+    return overlay(image, boxes=[I.denormalize_box(b, s, s)
+                                 for b in I.find_invocation(answer).boxes])
 
   def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
             ) -> tuple[list[tuple[str, dict[str, float], dict[str, float]]], dict[int, Any]]:
