@@ -191,7 +191,7 @@ TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_pe
                       heads=4, text_width=32, text_layers=2, text_len=32, phrase_len=6,
                       max_phrases=4, steps=25, guidance=1.5, gligen_beta=1.0,
                       condition_dropout=0.1, object_weight=5.0, prediction="sample",
-                      min_snr_gamma=0.0, gate_init=1.0)
+                      min_snr_gamma=0.0, gate_init=1.0, layout=True)
 
 
 def generator_stage(c, quick: bool) -> ml_collections.ConfigDict:

@@ -20,11 +20,14 @@ writes
                           how the condition joins SAM's sparse prompts
     backends/generate_image/  when the run attached the image generator (diffusers layout):
         unet/             diffusers `UNet2DConditionModel` folder (GLIGEN, attention_type
-                          "gated"; in_channels = 3 * pixel_patch^2: it denoises pixels)
+                          "gated"; in_channels = 3 * pixel_patch^2: it denoises pixels, plus
+                          with `grounding_layout` the layout's text_width + pixel_patch^2
+                          channels after them, `backends.diffusion.layout`)
         text_encoder/     transformers `CLIPTextModel` folder (the native condition)
         scheduler/        `scheduler_config.json` (DDIM)
         generator.json    pixel_patch (space-to-depth of [-1, 1] pixels; no VAE), the text
-                          encoder's bos / end-of-text ids, text_len, phrase_len, sampling
+                          encoder's bos / end-of-text ids, text_len, phrase_len, sampling,
+                          grounding_layout and how the layout is drawn
     backends/edit_image/      when the run attached the image editor: the same layout, with
         unet/             an inpainting `UNet2DConditionModel` (in_channels = 2 * 3 *
                           pixel_patch^2 + 1: the noisy pixels, the repaint mask, the masked
@@ -92,7 +95,12 @@ def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
                      "row-major into channels (space-to-depth); no VAE"}
   if "max_phrases" in f:  # the generator's GLIGEN grounding
     meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases,
-                gligen_beta=float(f["gligen_beta"]))
+                gligen_beta=float(f["gligen_beta"]),
+                grounding_layout=bool(models.grounding_layout))
+    if models.grounding_layout:
+      meta["layout"] = ("appended after the latents: per cell the mean over its pixels of the "
+                        "summed pooled phrase embeddings of the boxes covering the pixel "
+                        "centre, then the boxes' union per pixel, space-to-depth")
   write_json(meta, folder / f"{backend.what}.json")
 
 

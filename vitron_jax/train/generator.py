@@ -11,7 +11,9 @@ invocation.
   `tanh(alpha) *` its output). GLIGEN starts them at 0 so that a pretrained UNet is untouched
   while the new layers learn; trained from scratch, closed gates stay closed (the layers behind
   them get no gradient): |alpha| < 0.03 after 8000 steps, and no object landed in its box
-  (BUILD_NOTES.md). 1.0 opens them to tanh(1) = 0.76.
+  (BUILD_NOTES.md). 1.0 opens them to tanh(1) = 0.76;
+* `layout`: the boxes and their phrase embeddings are also drawn on the grid and appended to
+  the UNet's input (`backends.diffusion.layout`; `in_channels = 3 p^2 + text_width + p^2`).
 
 The UNet predicts the clean image by default (`prediction="sample"`): with epsilon prediction
 the short PixelWorld stages left the small noise levels unlearned and sampling ended in noise
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitron_jax.backends.diffusion.backend import GenImageBackend
+from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion.gligen import GligenInputs
 from vitron_jax.data.pixelworld.sample import box_mask
 from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
@@ -38,7 +41,7 @@ from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 MODULE = "generate_image"
 
 DEFAULTS: dict[str, Any] = {**COMMON, "phrase_len": 6, "max_phrases": 4, "gligen_beta": 1.0,
-                            "gate_init": 1.0}
+                            "gate_init": 1.0, "layout": True}
 
 
 def phrases_of(command: str, n: int) -> list[str]:
@@ -67,8 +70,13 @@ class Generator(PixelDiffusion):
     self.max_phrases = int(self.fields["max_phrases"])
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
-    return {"in_channels": latent_channels, "attention_type": "gated",
+    extra = L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"]) \
+        if self._grounding_layout() else 0
+    return {"in_channels": latent_channels + extra, "attention_type": "gated",
             "gligen_max_objs": int(self.fields["max_phrases"])}
+
+  def _grounding_layout(self) -> bool:
+    return bool(self.fields["layout"])
 
   def _backend_fields(self) -> dict[str, Any]:
     return {"gligen_beta": float(self.fields["gligen_beta"])}

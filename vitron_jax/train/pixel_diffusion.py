@@ -112,7 +112,8 @@ class PixelDiffusion:
                           pad_token_id=self.eot, bos_token_id=self.bos, eos_token_id=self.eot)
     self.models = P.DiffusionModels(unet=UNet2DConditionModel(unet), vae=None,
                                     scheduler=scheduler(str(f["prediction"])),
-                                    text_encoder=CLIPTextModel(text), pixel_patch=pp)
+                                    text_encoder=CLIPTextModel(text), pixel_patch=pp,
+                                    grounding_layout=self._grounding_layout())
     self.backend = self.backend_cls(self.models, DiffusionBackendConfig(
         num_inference_steps=int(f["steps"]), guidance_scale=float(f["guidance"]),
         height=image_size, width=image_size,
@@ -125,6 +126,10 @@ class PixelDiffusion:
 
   def _backend_fields(self) -> dict[str, Any]:
     return {}
+
+  def _grounding_layout(self) -> bool:
+    """Whether the UNet takes its grounding as input channels too (`DiffusionModels`)."""
+    return False
 
   # -- parameters ----------------------------------------------------------------------------
   def _unet_inputs(self) -> dict[str, Any]:

@@ -277,12 +277,15 @@ class DiffusionBackend(Backend):
 
 
 class GenImageBackend(DiffusionBackend):
-  """Text (+ phrases and boxes with a GLIGEN UNet) -> image."""
+  """Text (+ phrases and boxes with a GLIGEN UNet; with `models.grounding_layout` also drawn
+  as input channels) -> image."""
   module = "generate_image"
 
   def _training_inputs(self, params, batch, rng):
     x0 = self._latents(params, batch, rng, "images")
-    return x0, self._training_grounding(params, batch, x0.shape[0]), None
+    extras = self._training_grounding(params, batch, x0.shape[0])
+    layout = self.models.layout(extras["gligen"], x0) if self.models.grounding_layout else None
+    return x0, extras, layout
 
   def _run(self, params, inputs, condition, uncond, noise, guidance, rng):
     c = self.config

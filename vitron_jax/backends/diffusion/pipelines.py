@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion import sampling
 from vitron_jax.backends.diffusion import schedulers as S
 from vitron_jax.backends.diffusion.gligen import GligenInputs
@@ -52,6 +53,9 @@ class DiffusionModels:
   parameter-free); `params` has no "vae").
   text_encoder: `CLIPTextModel` (needed by `encode_prompt` only).
   image_encoder: `CLIPVisionModel(with_projection=True)` (image -> video only).
+  grounding_layout: a GLIGEN UNet that also takes its grounding as input channels
+  (`layout.layout_map`, appended after the latents: `in_channels = latent_channels +
+  layout_channels`).
   """
   unet: Any
   vae: Any
@@ -59,10 +63,13 @@ class DiffusionModels:
   text_encoder: Any = None
   image_encoder: Any = None
   pixel_patch: int = 1
+  grounding_layout: bool = False
 
   def __post_init__(self):
     if int(self.pixel_patch) < 1 or (self.vae is not None and self.pixel_patch != 1):
       raise ValueError(f"pixel_patch must be >= 1, and 1 with a VAE; got {self.pixel_patch}")
+    if self.grounding_layout and not self.is_gligen:
+      raise ValueError("grounding_layout needs a GLIGEN UNet (attention_type='gated')")
 
   @property
   def latent_channels(self) -> int:
@@ -71,6 +78,20 @@ class DiffusionModels:
   @property
   def vae_factor(self) -> int:
     return self.pixel_patch if self.vae is None else self.vae.config.downsample_factor
+
+  @property
+  def layout_channels(self) -> int:
+    """Input channels the grounding layout takes (0 without `grounding_layout`)."""
+    if not self.grounding_layout:
+      return 0
+    return L.layout_channels(self.unet.config.cross_attention_dim, self.vae_factor)
+
+  def layout(self, grounding: GligenInputs, latents: jax.Array) -> jax.Array | None:
+    """The layout channels for `latents` `[B, h, w, c]` (None without `grounding_layout`)."""
+    if not self.grounding_layout:
+      return None
+    f = self.vae_factor
+    return L.layout_map(grounding, latents.shape[-3] * f, latents.shape[-2] * f, f)
 
   @property
   def is_gligen(self) -> bool:
@@ -328,19 +349,24 @@ def text_to_image(models: DiffusionModels, params, condition: jax.Array,
   """Text (and optionally phrases + boxes) -> images, from standard normal `noise` latents.
 
   Matches diffusers' `StableDiffusionPipeline` (and `StableDiffusionGLIGENPipeline` with
-  `grounding`) given the same noise, context and scheduler.
+  `grounding`) given the same noise, context and scheduler. With `models.grounding_layout` the
+  grounding's layout is appended to the UNet input at every step, in both guidance branches
+  (scheduled sampling switches the gated attention off, not the layout).
   """
   b = _check_condition(models, condition, uncond_condition)
   _check_noise(models, noise, b, frames=False)
-  if models.unet.config.in_channels != models.latent_channels:
-    raise ValueError(f"this UNet takes {models.unet.config.in_channels} input channels (an "
-                     "inpainting UNet); use inpaint_image")
+  want = models.latent_channels + models.layout_channels
+  if models.unet.config.in_channels != want:
+    raise ValueError(f"this UNet takes {models.unet.config.in_channels} input channels, text to "
+                     f"image {want} (latents + grounding layout); an inpainting UNet: use "
+                     "inpaint_image")
   state = S.make_state(models.scheduler, num_inference_steps)
   extras, uncond_extras, extras_fn = _grounding_extras(models, grounding, gligen_beta,
                                                        num_inference_steps)
+  layout = models.layout(extras["gligen"], noise) if models.grounding_layout else None
   latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
                     uncond_condition, guidance_scale, extras, uncond_extras, extras_fn, rng,
-                    progress)
+                    progress, concat_latents=layout)
   return {"latents": latents, "images": decode_latents(models, params, latents)}
 
 
