@@ -186,10 +186,12 @@ def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
 
 #: the image generation backend at PixelWorld size (`train.generator`): 4-px pixel patches (an
 #: 8 x 8 grid), a 64/64 GLIGEN UNet predicting the clean image, a 2-layer 32-wide CLIP text
-#: encoder (commands up to 30 words), object pixels weighted 5x in the loss (BUILD_NOTES.md)
+#: encoder (commands up to 30 words), object pixels weighted 5x in the loss, the boxes and
+#: their phrases drawn as input channels (`layout`) and sampled without classifier-free
+#: guidance (1.0: with the layout, guidance 1.5 drew fewer objects in their boxes; BUILD_NOTES)
 TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
                       heads=4, text_width=32, text_layers=2, text_len=32, phrase_len=6,
-                      max_phrases=4, steps=25, guidance=1.5, gligen_beta=1.0,
+                      max_phrases=4, steps=25, guidance=1.0, gligen_beta=1.0,
                       condition_dropout=0.1, object_weight=5.0, prediction="sample",
                       min_snr_gamma=0.0, gate_init=1.0, layout=True)
 

@@ -71,7 +71,15 @@ def test_inputs_examples_and_their_errors(task, edits):
     task.encoder(caption)
   with pytest.raises(ValueError, match="editor config: unknown fields.*max_phrases"):
     Editor({"max_phrases": 4}, 32, e.tokenizer)
-  assert e.models.unet.config.in_channels == 2 * 48 + 1  # inpainting: noisy, mask, masked
+  # inpainting: noisy, mask, masked source; then the layout: command embedding, box union
+  assert e.models.unet.config.in_channels == 2 * 48 + 1 + 32 + 16
+  n = len(I.find_invocation(s["conversations"][-1]["value"]).boxes)
+  np.testing.assert_array_equal(x["phrase_mask"], [1.0] * n + [0.0] * (e.max_boxes - n))
+  assert (x["phrase_ids"] == x["command_ids"]).all()
+  with pytest.raises(ValueError, match="5 boxes; the editor takes at most max_boxes=4"):
+    e.inputs("make it red", ((0, 0, 1, 1),) * 5, s["targets"]["source_image"])
+  plain = Editor({**e.fields, "layout": False}, 32, e.tokenizer)
+  assert plain.models.unet.config.in_channels == 2 * 48 + 1
 
 
 def test_loss_padding_rows_and_edits_that_keep_the_rest(task):
@@ -96,8 +104,12 @@ def test_loss_padding_rows_and_edits_that_keep_the_rest(task):
   # the source masked outside the region is an input: another source changes the loss
   src = dict(batch, source_images=1.0 - np.asarray(batch["source_images"]))
   assert weighted(src, [1] * 4) != pytest.approx(weighted(batch, [1] * 4))
+  # and so is the layout: the command drawn in the boxes
+  moved = dict(batch, boxes=np.asarray(batch["boxes"])[:, :, [1, 0, 3, 2]])
+  assert weighted(moved, [1] * 4) != pytest.approx(weighted(batch, [1] * 4))
   # edited images (random UNet): the source outside the region, exactly; repainted inside
-  run = {k: batch[k] for k in ("source_images", "masks", "command_ids")}
+  run = {k: batch[k] for k in ("source_images", "masks", "command_ids", "boxes", "phrase_ids",
+                               "phrase_mask")}
   out = np.asarray(jax.jit(e.sample_images)(p, run, e.condition(p, run["command_ids"]),
                                             jax.random.key(3)))
   keep = np.asarray(batch["masks"]) == 0

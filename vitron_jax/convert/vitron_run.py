@@ -32,8 +32,9 @@ writes
         unet/             an inpainting `UNet2DConditionModel` (in_channels = 2 * 3 *
                           pixel_patch^2 + 1: the noisy pixels, the repaint mask, the masked
                           source, concatenated in that order as diffusers' inpainting does)
-        editor.json       as generator.json (no phrases); the repaint region is the union
-                          of the invocation's boxes grown by 1 px
+        editor.json       as generator.json (no phrases; the layout draws the command's
+                          pooled embedding in each box, after the inpainting channels); the
+                          repaint region is the union of the invocation's boxes grown by 1 px
 
 from the newest checkpoint of the run (or `step`).
 """
@@ -95,12 +96,14 @@ def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
                      "row-major into channels (space-to-depth); no VAE"}
   if "max_phrases" in f:  # the generator's GLIGEN grounding
     meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases,
-                gligen_beta=float(f["gligen_beta"]),
-                grounding_layout=bool(models.grounding_layout))
-    if models.grounding_layout:
-      meta["layout"] = ("appended after the latents: per cell the mean over its pixels of the "
-                        "summed pooled phrase embeddings of the boxes covering the pixel "
-                        "centre, then the boxes' union per pixel, space-to-depth")
+                gligen_beta=float(f["gligen_beta"]))
+  meta["grounding_layout"] = bool(models.grounding_layout)
+  if models.grounding_layout:
+    what = "phrase" if "max_phrases" in f else "command (one per box)"
+    meta["layout"] = (f"appended to the UNet input after the other channels: per cell the mean "
+                      f"over its pixels of the summed pooled {what} embeddings of the boxes "
+                      "covering the pixel centre, then the boxes' union per pixel, "
+                      "space-to-depth")
   write_json(meta, folder / f"{backend.what}.json")
 
 

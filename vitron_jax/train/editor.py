@@ -4,7 +4,10 @@ own CLIP text encoder (`train.pixel_diffusion`), and the inputs it takes from an
 `Editor(fields, image_size, tokenizer)` builds the `EditImageBackend` (module `edit_image`)
 from `model.editor` fields (`pixel_diffusion.COMMON`). The UNet is Stable Diffusion
 inpainting's: its input is the noisy image, the repaint mask and the masked source image
-(`in_channels = 2c + 1`), so it sees what it must keep.
+(`in_channels = 2c + 1`), so it sees what it must keep. With `layout` (default) the
+command's pooled text embedding is also drawn in the invocation's boxes and appended to the
+input (`backends.diffusion.layout`, as the generator draws its phrases; up to `max_boxes`
+boxes), so what to draw where is a local input, not only cross-attention.
 
 The region to repaint is where the invocation points: the union of its boxes, grown by 1 px
 (`edit_region`). PixelWorld's edit invocations box every object the edit touches (recolour,
@@ -26,12 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion.backend import EditImageBackend
 from vitron_jax.eval.pixels import region_mask
 from vitron_jax.protocol import invocation as I
 from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 
 MODULE = "edit_image"
+
+DEFAULTS: dict[str, Any] = {**COMMON, "layout": True, "max_boxes": 4}
 
 
 def edit_region(boxes: Sequence[Sequence[float]], size: int) -> np.ndarray:
@@ -48,31 +54,49 @@ def edit_region(boxes: Sequence[Sequence[float]], size: int) -> np.ndarray:
 class Editor(PixelDiffusion):
   """See the module docstring."""
 
-  module, what, DEFAULTS, backend_cls = MODULE, "editor", dict(COMMON), EditImageBackend
+  module, what, DEFAULTS, backend_cls = MODULE, "editor", DEFAULTS, EditImageBackend
+
+  def __init__(self, fields: Any, image_size: int, tokenizer: Any, *, training: bool = True):
+    super().__init__(fields, image_size, tokenizer, training=training)
+    self.max_boxes = int(self.fields["max_boxes"])
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
-    return {"in_channels": 2 * latent_channels + 1}
+    extra = L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"]) \
+        if self._grounding_layout() else 0
+    return {"in_channels": 2 * latent_channels + 1 + extra}
+
+  def _grounding_layout(self) -> bool:
+    return bool(self.fields["layout"])
 
   # -- inputs ------------------------------------------------------------------------------
   def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-    s = self.image_size
+    s, k = self.image_size, self.max_boxes
     return {"images": ((s, s, 3), np.float32), "source_images": ((s, s, 3), np.float32),
             "masks": ((s, s), np.float32), "command_ids": ((self.text_len,), np.int32),
-            "pixel_weights": ((s, s), np.float32)}
+            "boxes": ((k, 4), np.float32), "phrase_ids": ((k, self.text_len), np.int32),
+            "phrase_mask": ((k,), np.float32), "pixel_weights": ((s, s), np.float32)}
 
   def inputs(self, command: str, boxes: Sequence[Sequence[float]], source: Any
              ) -> dict[str, np.ndarray]:
     """An invocation's command and normalised boxes, and the image to edit (uint8 `[H, W, 3]`)
-    -> {"command_ids", "source_images" float [H, W, 3] in [0, 1], "masks" float [H, W]}
-    (raises ValueError for what the editor cannot take)."""
-    s = self.image_size
+    -> {"command_ids", "source_images" float [H, W, 3] in [0, 1], "masks" float [H, W], and
+    the layout's "boxes" [K, 4], "phrase_ids" [K, text_len] (the command, once per box) and
+    "phrase_mask" [K]} (raises ValueError for what the editor cannot take)."""
+    s, k = self.image_size, self.max_boxes
     src = np.asarray(source)
     if src.shape != (s, s, 3) or src.dtype != np.uint8:
       raise ValueError(f"the image to edit must be uint8 ({s}, {s}, 3), got {src.dtype} "
                        f"{src.shape}")
-    return {"command_ids": self.command_ids(command),
-            "source_images": src.astype(np.float32) / 255.0,
-            "masks": edit_region(boxes, s).astype(np.float32)}
+    masks = edit_region(boxes, s).astype(np.float32)
+    if len(boxes) > k:
+      raise ValueError(f"the edit invocation has {len(boxes)} boxes; the editor takes at most "
+                       f"max_boxes={k}")
+    ids = self.command_ids(command)
+    bx, pm = np.zeros((k, 4), np.float32), np.zeros((k,), np.float32)
+    bx[:len(boxes)] = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0)
+    pm[:len(boxes)] = 1.0
+    return {"command_ids": ids, "source_images": src.astype(np.float32) / 255.0,
+            "masks": masks, "boxes": bx, "phrase_ids": np.tile(ids, (k, 1)), "phrase_mask": pm}
 
   def example(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """An image_edit sample -> the edited image (float [0, 1]), the expected invocation's
@@ -89,7 +113,7 @@ class Editor(PixelDiffusion):
   def backend_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Example fields -> the backend's loss inputs ("images": the target) or, without a
     target, its run inputs ("images": the image to edit)."""
-    out = {"masks": batch["masks"]}
+    out = {k: batch[k] for k in ("masks", "boxes", "phrase_ids", "phrase_mask")}
     if "images" in batch:
       out.update(images=batch["images"], source_images=batch["source_images"])
     else:
@@ -103,7 +127,7 @@ class Editor(PixelDiffusion):
                     rng: jax.Array) -> jax.Array:
     """Edited images `[B, H, W, 3]` in [0, 1]: repainted inside the region, the source's
     pixels outside it (jit-able)."""
-    run = {k: batch[k] for k in ("source_images", "masks")}
-    made = super().sample_images(params, run, condition, rng)
+    made = super().sample_images(params, {k: v for k, v in batch.items() if k != "images"},
+                                 condition, rng)
     repaint = jnp.asarray(batch["masks"])[..., None] > 0
     return jnp.where(repaint, made, jnp.asarray(batch["source_images"]))

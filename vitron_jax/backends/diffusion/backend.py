@@ -260,14 +260,24 @@ class DiffusionBackend(Backend):
 
   def _training_grounding(self, params, batch, b) -> dict:
     if not self.models.is_gligen:
-      if "boxes" in batch:
-        raise ValueError(f"{self.module}: batch has 'boxes' but the UNet is not a GLIGEN UNet")
+      if "boxes" in batch and not self.models.grounding_layout:
+        raise ValueError(f"{self.module}: batch has 'boxes' but the UNet is neither a GLIGEN "
+                         "UNet nor takes a grounding layout")
       return {}
     g = self._grounding(params, batch, b)
     if g is None:  # no phrases: every slot is padding
       d = self.models.unet.config.cross_attention_dim
       g = GligenInputs(jnp.zeros((b, 0, 4)), jnp.zeros((b, 0, d)), jnp.zeros((b, 0)))
     return {"gligen": P.pad_grounding(self.models, g)}
+
+  def _layout(self, params, batch, x0, extras) -> jax.Array | None:
+    """The grounding layout channels of a training batch (None without a layout UNet); a
+    GLIGEN UNet's padded grounding in `extras` is reused."""
+    if not self.models.grounding_layout:
+      return None
+    g = extras.get("gligen")
+    return self.models.layout(self._grounding(params, batch, x0.shape[0]) if g is None else g,
+                              x0)
 
   def _training_inputs(self, params, batch, rng):
     raise NotImplementedError
@@ -284,8 +294,7 @@ class GenImageBackend(DiffusionBackend):
   def _training_inputs(self, params, batch, rng):
     x0 = self._latents(params, batch, rng, "images")
     extras = self._training_grounding(params, batch, x0.shape[0])
-    layout = self.models.layout(extras["gligen"], x0) if self.models.grounding_layout else None
-    return x0, extras, layout
+    return x0, extras, self._layout(params, batch, x0, extras)
 
   def _run(self, params, inputs, condition, uncond, noise, guidance, rng):
     c = self.config
@@ -304,12 +313,13 @@ class EditImageBackend(DiffusionBackend):
     x0 = self._latents(params, batch, k_t, "images")
     extras = self._training_grounding(params, batch, x0.shape[0])
     m = self.models
-    c, c_in = m.latent_channels, m.unet.config.in_channels
+    layout = self._layout(params, batch, x0, extras)
+    c, c_in = m.latent_channels, m.unet.config.in_channels - m.layout_channels
     if c_in == c:
-      return x0, extras, None
+      return x0, extras, layout
     if c_in != 2 * c + 1:
-      raise ValueError(f"edit_image needs a UNet with {c} or {2 * c + 1} input channels, got "
-                       f"{c_in}")
+      raise ValueError(f"edit_image needs a UNet with {c} or {2 * c + 1} input channels (plus "
+                       f"{m.layout_channels} of layout), got {m.unet.config.in_channels}")
     source = batch.get("source_images", batch.get("images"))
     if source is None:
       raise ValueError("edit_image needs batch['source_images'] (or 'images') with 'latents'")
@@ -322,6 +332,8 @@ class EditImageBackend(DiffusionBackend):
     else:
       masked = P._encode_pm1(m, params, (source * 2 - 1) * (1 - masks), k_s)
       concat = jnp.concatenate([edit, masked], axis=-1)
+    if layout is not None:
+      concat = jnp.concatenate([concat, layout], axis=-1)
     return x0, extras, concat
 
   def _run(self, params, inputs, condition, uncond, noise, guidance, rng):

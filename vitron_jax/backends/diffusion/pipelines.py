@@ -53,9 +53,10 @@ class DiffusionModels:
   parameter-free); `params` has no "vae").
   text_encoder: `CLIPTextModel` (needed by `encode_prompt` only).
   image_encoder: `CLIPVisionModel(with_projection=True)` (image -> video only).
-  grounding_layout: a GLIGEN UNet that also takes its grounding as input channels
-  (`layout.layout_map`, appended after the latents: `in_channels = latent_channels +
-  layout_channels`).
+  grounding_layout: the UNet also takes its grounding (boxes and one pooled text embedding
+  each, of the UNet's `cross_attention_dim`) as input channels (`layout.layout_map`, appended
+  after the latents and any inpainting channels: `in_channels` grows by `layout_channels`);
+  a GLIGEN UNet attends to the same grounding, a plain one sees it only there.
   """
   unet: Any
   vae: Any
@@ -68,8 +69,6 @@ class DiffusionModels:
   def __post_init__(self):
     if int(self.pixel_patch) < 1 or (self.vae is not None and self.pixel_patch != 1):
       raise ValueError(f"pixel_patch must be >= 1, and 1 with a VAE; got {self.pixel_patch}")
-    if self.grounding_layout and not self.is_gligen:
-      raise ValueError("grounding_layout needs a GLIGEN UNet (attention_type='gated')")
 
   @property
   def latent_channels(self) -> int:
@@ -86,12 +85,15 @@ class DiffusionModels:
       return 0
     return L.layout_channels(self.unet.config.cross_attention_dim, self.vae_factor)
 
-  def layout(self, grounding: GligenInputs, latents: jax.Array) -> jax.Array | None:
-    """The layout channels for `latents` `[B, h, w, c]` (None without `grounding_layout`)."""
+  def layout(self, grounding: GligenInputs | None, latents: jax.Array) -> jax.Array | None:
+    """The layout channels for `latents` `[B, h, w, c]` (None without `grounding_layout`;
+    zeros without grounding: nothing is drawn)."""
     if not self.grounding_layout:
       return None
-    f = self.vae_factor
-    return L.layout_map(grounding, latents.shape[-3] * f, latents.shape[-2] * f, f)
+    f, b, h, w = self.vae_factor, latents.shape[0], latents.shape[-3], latents.shape[-2]
+    if grounding is None:
+      return jnp.zeros((b, h, w, self.layout_channels), jnp.float32)
+    return L.layout_map(grounding, h * f, w * f, f)
 
   @property
   def is_gligen(self) -> bool:
@@ -313,7 +315,7 @@ def pad_grounding(models: DiffusionModels, grounding: GligenInputs) -> GligenInp
 
 
 def _grounding_extras(models, grounding, gligen_beta: float, n: int):
-  if grounding is None:
+  if grounding is None or not models.is_gligen and models.grounding_layout:
     if models.is_gligen:
       raise ValueError("this GLIGEN UNet needs grounding inputs (phrases + boxes); pass "
                        "grounding=GligenInputs(...) (with zero phrase masks for none)")
@@ -363,7 +365,7 @@ def text_to_image(models: DiffusionModels, params, condition: jax.Array,
   state = S.make_state(models.scheduler, num_inference_steps)
   extras, uncond_extras, extras_fn = _grounding_extras(models, grounding, gligen_beta,
                                                        num_inference_steps)
-  layout = models.layout(extras["gligen"], noise) if models.grounding_layout else None
+  layout = models.layout(grounding, noise)
   latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
                     uncond_condition, guidance_scale, extras, uncond_extras, extras_fn, rng,
                     progress, concat_latents=layout)
@@ -384,7 +386,8 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
     c_in == 2c + 1, GLIGEN UNet: the same, plus `[known * keep, keep]` appended to the input
                      (diffusers' GLIGEN inpainting model);
     c_in == 2c + 1, plain UNet: `[repaint mask, masked-image latents]` appended to the input
-                     (`StableDiffusionInpaintPipeline`), no re-imposing.
+                     (`StableDiffusionInpaintPipeline`), no re-imposing;
+  with `models.grounding_layout` the grounding's layout follows (c_in counts without it).
   A latent cell is repainted when any pixel of it is masked. `rng` drives the VAE posterior
   sample and the re-imposing noise.
   """
@@ -394,10 +397,11 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
   _check_noise(models, noise, b, frames=False)
   if images.shape[0] != b:
     raise ValueError(f"images batch {images.shape[0]} != condition batch {b}")
-  c, c_in = models.latent_channels, models.unet.config.in_channels
+  c, extra = models.latent_channels, models.layout_channels
+  c_in = models.unet.config.in_channels - extra
   if c_in not in (c, 2 * c + 1):
-    raise ValueError(f"inpainting needs a UNet with {c} or {2 * c + 1} input channels, got "
-                     f"{c_in}")
+    raise ValueError(f"inpainting needs a UNet with {c + extra} or {2 * c + 1 + extra} input "
+                     f"channels (layout: {extra}), got {c_in + extra}")
   k_enc, k_sample = jax.random.split(rng)
   state = S.make_state(models.scheduler, num_inference_steps)
   edit = _latent_mask(masks, models.vae_factor)
@@ -416,6 +420,9 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
       return noisy * keep + x * (1.0 - keep)
   extras, uncond_extras, extras_fn = _grounding_extras(models, grounding, gligen_beta,
                                                        num_inference_steps)
+  layout = models.layout(grounding, noise)
+  if layout is not None:
+    concat = layout if concat is None else jnp.concatenate([concat, layout], axis=-1)
   latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
                     uncond_condition, guidance_scale, extras, uncond_extras, extras_fn,
                     k_sample, progress, concat_latents=concat, blend=blend)
