@@ -21,8 +21,8 @@ images it makes from the answers (colour right, object inside the requested box)
 editor (`model.editor`, stage `s0_editor`: 3000 steps of the pixel-space inpainting UNet, task
 `pixelworld_editor`), its denoising loss on up to `task.backend_rows.edit_image` rows; row
 `edit_images` scores the images it edits from the answers (the named object changed as asked,
-the rest kept). Not in quick yet: the generator's stage does not draw the requested colours
-above chance (BUILD_NOTES.md).
+the rest kept). Not in quick: the two 3000-step stages would take quick past its few minutes
+(BUILD_NOTES.md).
 "" (default): all tasks including videos (2 frames), 32 px, longer, the image segmenter,
 generator and editor in the step; evaluated on `heldout`.
 "segmenter" / "generator" / "editor": stage s0_segmenter / s0_generator / s0_editor alone.
@@ -70,9 +70,8 @@ def get_config(arg: str = ""):
   if arg == "editor":  # the image editing backend's pretraining alone (stage s0)
     return get_config("quick_gen").stages.s0_editor
   quick = arg in ("quick", "quick_gen")
-  # the image generator and editor join the step in the full job and in quick_gen, not yet in
-  # quick: after its quick stage the generator does not draw the requested colours above chance
-  # (BUILD_NOTES.md)
+  # the image generator and editor join the step in the full job and in quick_gen, not in
+  # quick: their 3000-step stages would take it past its few minutes (BUILD_NOTES.md)
   with_diffusion = arg != "quick"
   c = phase_data.phase_config("3", "tiny")
   # quick: the image tasks but grounded QA (boxes of 4-8 px objects at IoU >= 0.5 and "there

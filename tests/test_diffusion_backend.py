@@ -224,7 +224,7 @@ def test_bad_inputs_name_the_input(parts):
     backend.loss(params, {"images": images[..., :1]}, cond, jax.random.key(0))
   with pytest.raises(ValueError, match="tokens must be \\[batch, 8\\]"):
     backend.native_condition(params, tokens()[:, :5])
-  with pytest.raises(ValueError, match="not a GLIGEN UNet"):
+  with pytest.raises(ValueError, match="neither a GLIGEN UNet nor takes a grounding layout"):
     backend.loss(params, {"images": images, "boxes": jnp.zeros((2, 1, 4))}, cond,
                  jax.random.key(0))
   edit, eparams = parts("edit_image", "inpaint")

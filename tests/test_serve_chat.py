@@ -14,6 +14,10 @@ from train_runs import ROOT, child_env, run_train
 from vitron_jax.data.pixelworld import PixelWorld
 from vitron_jax.protocol import invocation as I
 
+# one xdist worker runs the whole module (`make test`: --dist loadgroup), so its trained run is
+# built once, not once per worker
+pytestmark = pytest.mark.xdist_group("chat_run")
+
 CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick_gen"
 TURNS = ("Describe this image.", "Segment the red circle.", "Generate an image of a blue square.",
          "Make the red circle green.")
@@ -294,12 +298,17 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   np.testing.assert_allclose(np.asarray(phrases), hp.numpy(), atol=2e-4, rtol=1e-4)
   from vitron_jax.backends.diffusion.gligen import GligenInputs
   n, c = g.max_phrases, g.models.latent_channels
-  sample = np.random.default_rng(1).normal(size=(1, g.latent_size, g.latent_size, c))
+  noisy = np.random.default_rng(1).normal(size=(1, g.latent_size, g.latent_size, c))
   boxes = np.zeros((1, n, 4), np.float32)
   boxes[0, :2] = x["boxes"][:2]
   emb = np.zeros((1, n, phrases.shape[-1]), np.float32)
   emb[0, :2] = np.asarray(phrases)
   mask = np.float32([[1, 1] + [0] * (n - 2)])
+  # the UNet's input: the noisy pixels, then the grounding drawn as channels
+  layout = g.models.layout(GligenInputs(jnp.asarray(boxes), jnp.asarray(emb), jnp.asarray(mask)),
+                           jnp.asarray(noisy))
+  assert layout.shape[-1] == g.models.layout_channels > 0
+  sample = np.concatenate([noisy, np.asarray(layout)], axis=-1)
   ours = g.models.unet.apply({"params": gp["unet"]}, jnp.asarray(sample, jnp.float32),
                              jnp.asarray([500.0]), text.last_hidden_state,
                              gligen=GligenInputs(jnp.asarray(boxes), jnp.asarray(emb),
@@ -315,6 +324,7 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
                              atol=2e-4, rtol=1e-4)
   meta = json.loads((gen_dir / "generator.json").read_text())
   assert meta["pixel_patch"] == g.models.pixel_patch and meta["eot_token_id"] == g.eot
+  assert meta["grounding_layout"] and "phrase" in meta["layout"]
   sched = diffusers.DDIMScheduler.from_pretrained(gen_dir / "scheduler")
   assert sched.config.num_train_timesteps == 1000
   # the attached editor: a diffusers inpainting UNet (noisy pixels, mask, masked source)
@@ -328,7 +338,8 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   ours = e.models.unet.apply({"params": ep["unet"]}, jnp.asarray(sample, jnp.float32),
                              jnp.asarray([300.0]), text.last_hidden_state)
   unet = diffusers.UNet2DConditionModel.from_pretrained(edit_dir / "unet").eval()
-  assert unet.config.in_channels == c_in == 2 * e.models.latent_channels + 1
+  assert unet.config.in_channels == c_in == 2 * e.models.latent_channels + 1 + \
+      e.models.layout_channels
   clip = transformers.CLIPTextModel.from_pretrained(edit_dir / "text_encoder").eval()
   with torch.no_grad():
     ht = clip(torch.from_numpy(ids.astype(np.int64))).last_hidden_state
@@ -338,4 +349,5 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
                              rtol=1e-4)
   np.testing.assert_allclose(np.asarray(ours), theirs.numpy().transpose(0, 2, 3, 1),
                              atol=2e-4, rtol=1e-4)
-  assert "max_phrases" not in json.loads((edit_dir / "editor.json").read_text())
+  edit_meta = json.loads((edit_dir / "editor.json").read_text())
+  assert "max_phrases" not in edit_meta and "command" in edit_meta["layout"]

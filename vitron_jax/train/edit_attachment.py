@@ -4,7 +4,8 @@
 Pretrained by the `pixelworld_editor` stage (`train.editor_task`) and frozen here; every
 example carries `edit_image/{images, source_images, masks, command_ids, pixel_weights, valid}`
 (the edited image, the image to edit, the region the invocation's boxes cover, the command)
-and the layout's `boxes, phrase_ids, phrase_mask` (`Editor.inputs`), and the loss is the stage's denoising MSE on the edited image.
+and the layout's `boxes, phrase_ids, phrase_mask` (`Editor.inputs`); the loss is the stage's
+denoising MSE on the edited image.
 
 Evaluation: for every `image_edit` sample, row `edit_images` scores the conversation's image
 edited from the free-running answer's command and boxes against the exact edit
