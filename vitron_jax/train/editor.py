@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion.backend import EditImageBackend
 from vitron_jax.eval.pixels import region_mask
 from vitron_jax.protocol import invocation as I
@@ -61,12 +60,7 @@ class Editor(PixelDiffusion):
     self.max_boxes = int(self.fields["max_boxes"])
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
-    extra = L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"]) \
-        if self._grounding_layout() else 0
-    return {"in_channels": 2 * latent_channels + 1 + extra}
-
-  def _grounding_layout(self) -> bool:
-    return bool(self.fields["layout"])
+    return {"in_channels": 2 * latent_channels + 1 + self._layout_channels()}
 
   # -- inputs ------------------------------------------------------------------------------
   def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vitron_jax.backends.diffusion.backend import GenImageBackend
-from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion.gligen import GligenInputs
 from vitron_jax.data.pixelworld.sample import box_mask
 from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
@@ -70,13 +69,8 @@ class Generator(PixelDiffusion):
     self.max_phrases = int(self.fields["max_phrases"])
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
-    extra = L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"]) \
-        if self._grounding_layout() else 0
-    return {"in_channels": latent_channels + extra, "attention_type": "gated",
+    return {"in_channels": latent_channels + self._layout_channels(), "attention_type": "gated",
             "gligen_max_objs": int(self.fields["max_phrases"])}
-
-  def _grounding_layout(self) -> bool:
-    return bool(self.fields["layout"])
 
   def _backend_fields(self) -> dict[str, Any]:
     return {"gligen_beta": float(self.fields["gligen_beta"])}

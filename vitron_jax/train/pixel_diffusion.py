@@ -7,7 +7,8 @@ subclass's `DEFAULTS` and builds:
 * a UNet in pixel space (`DiffusionModels.vae = None`; `pixel_patch` x `pixel_patch` pixels
   per UNet position): `channels` are the block widths, the first `conv_blocks` blocks are
   convolutional, the others cross-attend to the condition (`layers_per_block`, `heads`);
-  subclasses add their inputs (`_unet_fields`: GLIGEN grounding, inpainting channels);
+  subclasses add their inputs (`_unet_fields`: GLIGEN grounding, inpainting channels) and,
+  with a `layout` field, the grounding drawn as input channels (`_layout_channels`);
 * its own CLIP text encoder (`text_width`, `text_layers`, `text_len`): the condition is the
   command's states `[text_len, text_width]`. The vocabulary is the PixelWorld tokenizer's
   plus one end-of-text id (the largest, as CLIP's); prompts are padded with it (as Stable
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion import pipelines as P
 from vitron_jax.backends.diffusion import schedulers as S
 from vitron_jax.backends.diffusion.backend import DiffusionBackendConfig
@@ -128,8 +130,15 @@ class PixelDiffusion:
     return {}
 
   def _grounding_layout(self) -> bool:
-    """Whether the UNet takes its grounding as input channels too (`DiffusionModels`)."""
-    return False
+    """Whether the UNet takes its grounding as input channels too (`DiffusionModels`): the
+    subclass's `layout` field, where it has one."""
+    return bool(self.fields.get("layout", False))
+
+  def _layout_channels(self) -> int:
+    """The UNet input channels of the layout (0 without one)."""
+    if not self._grounding_layout():
+      return 0
+    return L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"])
 
   # -- parameters ----------------------------------------------------------------------------
   def _unet_inputs(self) -> dict[str, Any]:
