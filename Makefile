@@ -29,7 +29,7 @@ demo: $(VENV)/.installed-main
 	$(VENV)/bin/vitron-train --config=experiments/pixelworld.py:quick --workdir=$(DEMO_WORKDIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
 
 bench-llm: $(VENV)/.installed-test
 	$(PY) -m vitron_jax.bench.llm

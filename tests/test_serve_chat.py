@@ -14,10 +14,6 @@ from train_runs import ROOT, child_env, run_train
 from vitron_jax.data.pixelworld import PixelWorld
 from vitron_jax.protocol import invocation as I
 
-# one xdist worker runs the whole module (`make test`: --dist loadgroup), so its trained run is
-# built once, not once per worker
-pytestmark = pytest.mark.xdist_group("chat_run")
-
 CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick_gen"
 TURNS = ("Describe this image.", "Segment the red circle.", "Generate an image of a blue square.",
          "Make the red circle green.")
