@@ -82,13 +82,8 @@ class Editor(PixelDiffusion):
       raise ValueError(f"the image to edit must be uint8 ({s}, {s}, 3), got {src.dtype} "
                        f"{src.shape}")
     masks = edit_region(boxes, s).astype(np.float32)
-    if len(boxes) > k:
-      raise ValueError(f"the edit invocation has {len(boxes)} boxes; the editor takes at most "
-                       f"max_boxes={k}")
+    bx, pm = self._box_slots(boxes, k, "the editor takes at most max_boxes")
     ids = self.command_ids(command)
-    bx, pm = np.zeros((k, 4), np.float32), np.zeros((k,), np.float32)
-    bx[:len(boxes)] = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0)
-    pm[:len(boxes)] = 1.0
     return {"command_ids": ids, "source_images": src.astype(np.float32) / 255.0,
             "masks": masks, "boxes": bx, "phrase_ids": np.tile(ids, (k, 1)), "phrase_mask": pm}
 

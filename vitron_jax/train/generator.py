@@ -102,14 +102,10 @@ class Generator(PixelDiffusion):
     """
     k = self.max_phrases
     pid = np.full((k, self.phrase_len), self.eot, np.int32)
-    bx, pm = np.zeros((k, 4), np.float32), np.zeros((k,), np.float32)
+    bx, pm = self._box_slots(boxes, k, "the generator grounds at most max_phrases")
     if boxes:
-      if len(boxes) > k:
-        raise ValueError(f"the invocation has {len(boxes)} boxes; the generator grounds at "
-                         f"most max_phrases={k}")
-      for j, (p, b) in enumerate(zip(phrases_of(command, len(boxes)), boxes)):
+      for j, p in enumerate(phrases_of(command, len(boxes))):
         pid[j] = self._ids(p, self.phrase_len, "phrase")
-        bx[j], pm[j] = np.clip(np.asarray(b, np.float32), 0.0, 1.0), 1.0
     return {"command_ids": self.command_ids(command), "phrase_ids": pid, "boxes": bx,
             "phrase_mask": pm}
 

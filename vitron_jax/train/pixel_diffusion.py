@@ -170,6 +170,18 @@ class PixelDiffusion:
     out[0], out[1:1 + len(ids)] = self.bos, ids
     return out
 
+  @staticmethod
+  def _box_slots(boxes, k: int, limit: str) -> tuple[np.ndarray, np.ndarray]:
+    """An invocation's normalised boxes -> (boxes `[k, 4]` clipped to [0, 1], zero-padded;
+    their mask `[k]`); more than `k` is refused (`limit` says which field caps them)."""
+    if len(boxes) > k:
+      raise ValueError(f"the invocation has {len(boxes)} boxes; {limit}={k}")
+    bx, pm = np.zeros((k, 4), np.float32), np.zeros((k,), np.float32)
+    if len(boxes):
+      bx[:len(boxes)] = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0)
+      pm[:len(boxes)] = 1.0
+    return bx, pm
+
   def command_ids(self, command: str) -> np.ndarray:
     return self._ids(command, self.text_len, "command")
 
