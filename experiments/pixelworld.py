@@ -42,10 +42,18 @@ import ml_collections  # noqa: E402
 
 from vitron_jax.train.defaults import base_config  # noqa: E402
 
+#: the segmentation backend at PixelWorld size: condition (4 tokens, width 16) as TINY_BACKENDS;
+#: its own command encoder (64 wide, commands up to 16 tokens) gives the native condition;
+#: 4-px patches: 2-px ones segment better (held-out IoU 0.55 vs 0.38 after 300 steps) but the
+#: quick run's captions then fell below chance (BUILD_NOTES.md)
+TINY_SEGMENTER = dict(patch_size=4, hidden=32, width=16, layers=2, window=4, num_signal_tokens=4,
+                      text_dim=64, text_len=16)
+_SEG_CONDITION = (TINY_SEGMENTER["num_signal_tokens"], TINY_SEGMENTER["width"])
+
 # K query slots and condition shapes of the tiny backends (vitron_jax.backends at tiny size)
 TINY_BACKENDS = {
-    "segment_image": {"num_queries": 2, "condition_shape": (4, 16)},
-    "segment_video": {"num_queries": 2, "condition_shape": (4, 16)},
+    "segment_image": {"num_queries": 2, "condition_shape": _SEG_CONDITION},  # TINY_SEGMENTER's
+    "segment_video": {"num_queries": 2, "condition_shape": _SEG_CONDITION},
     "generate_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_GENERATOR's
     "edit_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_EDITOR's
     "generate_video": {"num_queries": 4, "condition_shape": (8, 24)},
@@ -163,14 +171,6 @@ def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s.model.frontend.select_layer = c.model.frontend.select_layer  # the layer VITRON reads
   s.loss = ml_collections.ConfigDict(dict(dense=1.0))  # patch colours / shapes (ground truth)
   return s
-
-
-#: the segmentation backend at PixelWorld size: condition (4 tokens, width 16) as TINY_BACKENDS;
-#: its own command encoder (64 wide, commands up to 16 tokens) gives the native condition;
-#: 4-px patches: 2-px ones segment better (held-out IoU 0.55 vs 0.38 after 300 steps) but the
-#: quick run's captions then fell below chance (BUILD_NOTES.md)
-TINY_SEGMENTER = dict(patch_size=4, hidden=32, width=16, layers=2, window=4, num_signal_tokens=4,
-                      text_dim=64, text_len=16)
 
 
 def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
