@@ -42,7 +42,7 @@ import ml_collections  # noqa: E402
 
 from vitron_jax.train.defaults import base_config  # noqa: E402
 
-#: the segmentation backend at PixelWorld size: condition (4 tokens, width 16) as TINY_BACKENDS;
+#: the segmentation backend at PixelWorld size (TINY_BACKENDS takes its condition shape from it);
 #: its own command encoder (64 wide, commands up to 16 tokens) gives the native condition;
 #: 4-px patches: 2-px ones segment better (held-out IoU 0.55 vs 0.38 after 300 steps) but the
 #: quick run's captions then fell below chance (BUILD_NOTES.md)
