@@ -211,3 +211,20 @@ def test_video_run_and_loss(params):
                                signal)
   assert np.isfinite(float(loss)) and 0.0 <= float(met["mask_iou"]) <= 1.0
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_video_loss_weighs_padding_clips_out(params):
+  """`row_weights` 0 (a padding row of a VITRON batch) takes a clip out of every frame's loss:
+  the weighted loss of [clip a, garbage] equals the loss of clip a alone."""
+  vb = SegmentVideoBackend(CFG)
+  video = _video(8, t=3)
+  targets = np.random.default_rng(9).random((2, 3, 32, 32)) > 0.5
+  inputs = vb.preprocess(video, boxes=np.array([[[2, 2, 20, 20]], [[0, 0, 31, 31]]], np.float32),
+                         target_masks=targets)
+  batch = {k: v for k, v in inputs.items() if k != "image_sizes"}
+  signal = jnp.asarray(np.random.default_rng(10).normal(size=(2, K, C)), jnp.float32)
+  loss = jax.jit(lambda b, c: vb.loss(params, b, c)[0])
+  weighted = loss(dict(batch, row_weights=jnp.array([1.0, 0.0])), signal)
+  alone = loss({k: v[:1] for k, v in batch.items()}, signal[:1])
+  np.testing.assert_allclose(float(weighted), float(alone), rtol=1e-5)
+  assert abs(float(loss(batch, signal)) - float(alone)) > 1e-4  # the second clip counts

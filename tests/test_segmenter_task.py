@@ -54,6 +54,41 @@ def test_sample_without_a_mask_is_a_bad_sample_and_bad_fields_are_refused():
     segmentation_config({"image_size": 64}, 32)
 
 
+def test_tracking_rows_come_from_an_independent_stream_and_train_the_same_sam():
+  task = build_task(EP.segmenter_stage(EP.get_config(""), False))  # the full job tracks
+  assert task.track and task.world_config.num_frames == 2
+  data = task.make_data(4, 0, 1)
+  batch = next(data)
+  spec = task.batch_spec()
+  assert {k: v.shape[1:] for k, v in batch.items()} == {k: s for k, (s, _) in spec.items()}
+  assert batch["track/pixel_values"].shape[1] == 2 and batch["track/masks"][:, 1].sum() > 0
+  # the clip is not the ref_seg image's scene, and the same index gives the same pair again
+  assert not np.array_equal(batch["track/pixel_values"][:, 0], batch["pixel_values"])
+  again = next(task.make_data(4, 0, 1))
+  np.testing.assert_array_equal(again["track/pixel_values"], batch["track/pixel_values"])
+  params = flax.linen.meta.unbox(task.init(jax.random.key(0)))
+  assert list(params["backends"]) == ["segment_image"]  # one SAM segments and tracks
+  loss, metrics = jax.jit(task.loss)(params, batch, jax.random.key(1))
+  image_only = build_task(EP.segmenter_stage(EP.get_config("quick"), True))
+  image_loss, _ = jax.jit(image_only.loss)(params, {k: v for k, v in batch.items()
+                                                    if not k.startswith("track/")}, None)
+  np.testing.assert_allclose(float(loss) - float(image_loss),
+                             float(metrics["track/loss"]), rtol=1e-4, atol=1e-5)
+  assert 0.0 <= float(metrics["track/mask_iou"]) <= 1.0
+
+
+def test_a_clip_tracking_cannot_start_from_frame_0_is_a_bad_sample():
+  task = build_task(EP.segmenter_stage(EP.get_config(""), False))
+  s = PixelWorld(task.world_config, split="train", seed=0).sample(3, task="video_seg")
+  assert set(task.track_encoder(s)) == {"pixel_values", "boxes", "masks", "command_ids"}
+  late = dict(s, targets=dict(s["targets"], time_span=np.array([1, 1], np.int32)))
+  with pytest.raises(pipeline.BadSampleError, match="absent from frame 0"):
+    task.track_encoder(late)
+  image = PixelWorld(task.world_config, split="train", seed=0).sample(0, task="ref_seg")
+  with pytest.raises(pipeline.BadSampleError, match="no tracking target"):
+    task.track_encoder(image)
+
+
 def test_mask_iou_np():
   a = np.zeros((2, 4, 4), bool)
   b = a.copy()

@@ -4,6 +4,8 @@ Every source yields samples in the one format of `vitron_jax.data.pixelworld.sam
 style `conversations` + numpy arrays), so the training pipeline has a single path:
 
 * `PixelWorldSource`: on-the-fly generation, index -> sample, deterministic, unlimited length;
+  `PairedPixelWorldSource`: the same, each sample carrying one of a second task from an
+  independent stream (a stage that learns two tasks from one batch);
 * `tfds_source(...)` + `DecodeRecord`: PixelWorld written by `tfds_pixelworld` as array_record;
 * `LlavaJsonSource`: a LLaVA / Vitron-style JSON list with image paths.
 
@@ -149,6 +151,28 @@ class PixelWorldSource(grain.RandomAccessDataSource):
     return f"PixelWorldSource({self.world!r}, length={self.length})"
 
 
+PAIRED_SEED_OFFSET = 1_000_003  # the paired stream's world seed offset
+
+
+class PairedPixelWorldSource(PixelWorldSource):
+  """PixelWorld samples of `tasks`, each carrying under `key` (the paired task's name) the
+  sample at the same index of `paired` from an independent stream: the world seeded
+  `seed + PAIRED_SEED_OFFSET`, so the two scenes are unrelated. Deterministic per index, so a
+  resumed pipeline sees the same pairs."""
+
+  def __init__(self, config: CX.WorldConfig | None = None, *, split: str = "train",
+               seed: int = 0, tasks=None, paired: str, length: int = 2**31 - 1):
+    super().__init__(config, split=split, seed=seed, tasks=tasks, length=length)
+    self.key = paired
+    self.paired = PW.PixelWorld(config, split=split, seed=seed + PAIRED_SEED_OFFSET,
+                                tasks=(paired,))
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    sample = super().__getitem__(index)
+    sample[self.key] = self.paired.sample(int(index), task=self.key)
+    return sample
+
+
 class DecodeRecord(grain.MapTransform):
   """tfds array_record record -> sample dict."""
 
@@ -194,11 +218,16 @@ def pixelworld_dataset(config: CX.WorldConfig | None = None, *, split: str = "tr
 
 def pixelworld_stage_data(data_config: Any, world: CX.WorldConfig, seed: int, task: str,
                           transform, *, global_batch: int, process_index: int,
-                          process_count: int):
+                          process_count: int, paired: str | None = None):
   """The batches of a PixelWorld pretraining stage: one subtask's training samples through
-  `transform`, with the stage's `data` options (num_workers, strict, max_bad_fraction)."""
+  `transform`, with the stage's `data` options (num_workers, strict, max_bad_fraction);
+  `paired`: each sample also carries one of that subtask (`PairedPixelWorldSource`)."""
   d = data_config
-  src = pixelworld_dataset(world, split="train", seed=seed, tasks=(task,))
+  if paired:
+    src = grain.MapDataset.source(PairedPixelWorldSource(world, split="train", seed=seed,
+                                                         tasks=(task,), paired=paired))
+  else:
+    src = pixelworld_dataset(world, split="train", seed=seed, tasks=(task,))
   return pipeline.make_pipeline(
       [src], global_batch=global_batch, process_index=process_index,
       process_count=process_count, shuffle=False, transforms=[transform],

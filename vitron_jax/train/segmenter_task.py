@@ -18,6 +18,15 @@ ids VITRON uses); `data.pixelworld` (image_size, max_objects, seed); `eval.num_s
 Evaluation (held-out split): mask IoU from box + text and from text alone, beside the IoU of
 the box itself filled in as the mask (what a segmenter must beat to add anything over its
 prompt).
+
+Tracking (`task.track`, on in the full job, whose VITRON step segments videos too): every
+batch row also carries a PixelWorld `video_seg` clip (an independent stream,
+`PairedPixelWorldSource`) under `track/`, and the same SAM learns to follow the object through
+it the way `SegmentVideoBackend` tracks (teacher-forced: frame 0 from its box and the text
+condition, frame t > 0 from frame t-1's true mask as the dense prompt and the condition); the
+two losses add. Evaluation then adds `tracking_iou` (held-out clips tracked from the first
+frame's box and the text, mean over frames of the mask IoU) beside `box_track_iou` (the first
+box held still as every frame's mask).
 """
 from __future__ import annotations
 
@@ -27,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.backends.segmentation import SamConfig, SegmentationConfig, SegmentImageBackend
+from vitron_jax.backends.segmentation import (SamConfig, SegmentationConfig,
+                                              SegmentImageBackend, SegmentVideoBackend)
 from vitron_jax.backends.segmentation.text_encoder import CommandEncoder
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
@@ -39,6 +49,7 @@ from vitron_jax.protocol import invocation as I
 from vitron_jax.train.task import register_task
 
 SEG_TASK = "ref_seg"
+TRACK_TASK = "video_seg"
 MODULE = "segment_image"
 SAM_FIELDS = ("patch_size", "hidden", "width", "layers", "window")
 
@@ -72,8 +83,10 @@ class Segmenter:
     self.tokenizer = tokenizer
     self.encoder = CommandEncoder(len(tokenizer), self.config.text_dim, self.text_len,
                                   int(tokenizer.pad_token_id))
-    self.backend = SegmentImageBackend(
-        self.config, text_encoder=lambda p, ids: self.encoder.apply({"params": p}, ids))
+    text_encoder = lambda p, ids: self.encoder.apply({"params": p}, ids)
+    self.backend = SegmentImageBackend(self.config, text_encoder=text_encoder)
+    # the same SAM and parameters, tracking one object through a clip
+    self.video_backend = SegmentVideoBackend(self.config, text_encoder=text_encoder)
 
   def init_boxed(self, rng: jax.Array):
     r1, r2 = jax.random.split(rng)
@@ -107,7 +120,7 @@ def command_of(sample: Any) -> str:
 
 class SegmentEncoder:
   """A PixelWorld ref_seg sample -> {"pixel_values", "boxes" [1, 4], "masks", "command_ids"}
-  (model frame)."""
+  (model frame); a sample that does not fit is a `BadSampleError` naming why."""
 
   def __init__(self, segmenter: Segmenter, image_size: int):
     self.segmenter, self.image_size = segmenter, image_size
@@ -131,6 +144,64 @@ class SegmentEncoder:
     return {"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
             "boxes": np.asarray(inp["boxes"][0], np.float32),
             "masks": np.asarray(inp["masks"][0], np.float32), "command_ids": ids}
+
+
+class TrackEncoder:
+  """A PixelWorld video_seg sample -> {"pixel_values" [T, S, S, 3], "boxes" [1, 4] (frame 0's),
+  "masks" [T, S, S], "command_ids"} (model frame). Tracking starts from frame 0, so a clip
+  whose object first appears later is a `BadSampleError`."""
+
+  def __init__(self, segmenter: Segmenter, image_size: int, num_frames: int):
+    self.segmenter, self.image_size, self.num_frames = segmenter, image_size, num_frames
+
+  def __call__(self, sample):
+    sid = pipeline.sample_id_of(sample)
+    video, targets = sample.get("video"), sample.get("targets") or {}
+    s, t = self.image_size, self.num_frames
+    if video is None or not {"masks", "boxes", "time_span"} <= set(targets):
+      raise pipeline.BadSampleError(sid, "no tracking target", "need a video and targets "
+                                    "['masks'], ['boxes'], ['time_span']")
+    if np.shape(video) != (t, s, s, 3):
+      raise pipeline.BadSampleError(sid, "wrong video shape", f"need {t} frames of {s}px RGB, "
+                                    f"got {np.shape(video)}")
+    if int(targets["time_span"][0]) != 0:
+      raise pipeline.BadSampleError(sid, "object absent from frame 0", "tracking starts from "
+                                    f"frame 0; the time span is {targets['time_span']}")
+    try:
+      ids = self.segmenter.command_ids(command_of(sample))
+    except ValueError as e:
+      raise pipeline.BadSampleError(sid, "command does not fit", str(e)) from e
+    box = np.asarray(targets["boxes"], np.float32)[0].reshape(1, 1, 4)
+    inp = self.segmenter.video_backend.preprocess(
+        np.asarray(video)[None], boxes=box, target_masks=np.asarray(targets["masks"])[None])
+    return {"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
+            "boxes": np.asarray(inp["boxes"][0], np.float32),
+            "masks": np.asarray(inp["masks"][0], np.float32), "command_ids": ids}
+
+
+def track_loss(segmenter: Segmenter, params, batch):
+  """The teacher-forced tracking loss of `batch` (TrackEncoder fields) with its text
+  condition; metrics `track/{name}`."""
+  b = dict(batch)
+  cond = segmenter.condition(params, b.pop("command_ids"))
+  loss, m = segmenter.video_backend.loss(params, b, cond)
+  return loss, {f"track/{k}": v for k, v in m.items()}
+
+
+TRACK = "track/"  # the prefix of a stage batch's tracking fields
+
+
+class StageEncoder:
+  """A ref_seg sample (carrying a paired video_seg sample under "video_seg") -> the
+  SegmentEncoder fields plus the TrackEncoder fields under `track/`."""
+
+  def __init__(self, image: SegmentEncoder, track: TrackEncoder):
+    self.image, self.track = image, track
+
+  def __call__(self, sample):
+    out = self.image(sample)
+    out.update({TRACK + k: v for k, v in self.track(sample[TRACK_TASK]).items()})
+    return out
 
 
 def segmenter_loss(segmenter: Segmenter, params, batch, condition: jax.Array,
@@ -171,29 +242,46 @@ class PixelWorldSegmenterTask:
                                PT.load(config.task.get("tokenizer", "pixelworld")))
     self.backend = self.segmenter.backend
     self.encoder = SegmentEncoder(self.segmenter, size)
-    self._run = None
+    self.track = bool(config.task.get("track", False))
+    self.track_encoder = TrackEncoder(self.segmenter, size, self.world_config.num_frames)
+    self._run = self._track_run = None
 
   def init(self, rng):
     return {"backends": {MODULE: self.segmenter.init_boxed(rng)}}
 
   def batch_spec(self):
     s = self.segmenter.config.sam.image_size
-    return {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
+    spec = {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
             "masks": ((s, s), np.float32),
             "command_ids": ((self.segmenter.text_len,), np.int32)}
+    if self.track:
+      t = self.world_config.num_frames
+      spec.update({TRACK + "pixel_values": ((t, s, s, 3), np.float32),
+                   TRACK + "boxes": ((1, 4), np.float32),
+                   TRACK + "masks": ((t, s, s), np.float32),
+                   TRACK + "command_ids": ((self.segmenter.text_len,), np.int32)})
+    return spec
 
   def loss(self, params, batch, rng):
     del rng
     p = params["backends"][MODULE]
-    loss, metrics = segmenter_loss(self.segmenter, p, batch,
-                                   self.segmenter.condition(p, batch["command_ids"]))
+    image = {k: v for k, v in batch.items() if not k.startswith(TRACK)}
+    loss, metrics = segmenter_loss(self.segmenter, p, image,
+                                   self.segmenter.condition(p, image["command_ids"]))
+    if self.track:
+      tl, tm = track_loss(self.segmenter, p, {k[len(TRACK):]: v for k, v in batch.items()
+                                              if k.startswith(TRACK)})
+      loss = loss + tl
+      metrics.update(tm)
     metrics["weight"] = jnp.float32(batch["masks"].shape[0])
     return loss, metrics
 
   def make_data(self, global_batch, process_index, process_count):
+    encoder = StageEncoder(self.encoder, self.track_encoder) if self.track else self.encoder
     return pixelworld_stage_data(self.cfg.data, self.world_config, self.world_seed, SEG_TASK,
-                                 self.encoder, global_batch=global_batch,
-                                 process_index=process_index, process_count=process_count)
+                                 encoder, global_batch=global_batch,
+                                 process_index=process_index, process_count=process_count,
+                                 paired=TRACK_TASK if self.track else None)
 
   def components(self):
     return {f"backend_{MODULE}": rf"^backends/{MODULE}/"}
@@ -220,9 +308,41 @@ class PixelWorldSegmenterTask:
     truth = np.stack([np.asarray(s["targets"]["mask"], bool) for s in samples])
     boxes = np.stack([box_mask(np.asarray(s["targets"]["boxes"])[0], truth.shape[1:])
                       for s in samples])
-    return {"mask_iou": float(mask_iou_np(box_masks, truth).mean()),
-            "text_mask_iou": float(mask_iou_np(text_masks, truth).mean()),
-            "box_as_mask_iou": float(mask_iou_np(boxes, truth).mean())}
+    out = {"mask_iou": float(mask_iou_np(box_masks, truth).mean()),
+           "text_mask_iou": float(mask_iou_np(text_masks, truth).mean()),
+           "box_as_mask_iou": float(mask_iou_np(boxes, truth).mean())}
+    if self.track:
+      out.update(self._evaluate_tracking(params, n))
+    return out
+
+  def _evaluate_tracking(self, params, n: int) -> dict[str, float]:
+    """Held-out clips tracked from frame 0's box and the text: mean over clips of the mean
+    over frames of the mask IoU, beside frame 0's box held still; clips whose object is absent
+    from frame 0 are left out and counted (`tracking_left_out`)."""
+    world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
+    samples = [world.sample(i, task=TRACK_TASK) for i in range(n)]
+    kept = [s for s in samples if int(s["targets"]["time_span"][0]) == 0]
+    if not kept:
+      raise ValueError(f"tracking evaluation: none of the {n} held-out video_seg clips shows "
+                       "its object in frame 0")
+    rows = [self.track_encoder(s) for s in kept]
+    batch = {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes",
+                                                          "command_ids")}
+    if self._track_run is None:
+      def run(p, b):
+        p = p["backends"][MODULE]
+        cond = self.segmenter.condition(p, b["command_ids"])
+        return self.segmenter.video_backend.run(
+            p, {"pixel_values": b["pixel_values"], "boxes": b["boxes"]}, cond)["masks"]
+      self._track_run = jax.jit(run)
+    pred = np.asarray(self._track_run(params, replicate_like(params, batch)))
+    truth = np.stack([np.asarray(s["targets"]["masks"], bool) for s in kept])
+    still = np.stack([np.broadcast_to(box_mask(np.asarray(s["targets"]["boxes"])[0],
+                                               truth.shape[2:]), truth.shape[1:])
+                      for s in kept])
+    return {"tracking_iou": float(mask_iou_np(pred, truth).mean()),
+            "box_track_iou": float(mask_iou_np(still, truth).mean()),
+            "tracking_left_out": float(len(samples) - len(kept))}
 
 
 @register_task("pixelworld_segmenter")

@@ -208,7 +208,8 @@ class SegmentVideoBackend(SegmentImageBackend):
            rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Teacher-forced (default): frame t > 0 is prompted with frame t-1's ground-truth mask
     (binarised low-res logits) plus the signal tokens; frame 0 with its given prompts and the
-    signal tokens (left out when it has no prompt at all)."""
+    signal tokens (left out when it has no prompt at all). `batch["row_weights"]` `[B]` (0 =
+    padding row) weighs every frame of a clip."""
     del rng
     cfg = self.config
     emb = self._video_embeddings(params, batch)
@@ -223,6 +224,7 @@ class SegmentVideoBackend(SegmentImageBackend):
     pooled = targets.reshape(b, t, lr, f, lr, f).mean(axis=(3, 5))
     prompts = binary_prompt(pooled - 0.5, 0.0, cfg.mask_prompt_logit,
                             cfg.prompt_dilation)  # [B, T, lr, lr]
+    weights = batch.get("row_weights")
     losses, metrics = [], []
     if t > 1:
       rep = lambda x: None if x is None else jnp.repeat(x, t - 1, axis=0)
@@ -233,15 +235,15 @@ class SegmentVideoBackend(SegmentImageBackend):
       later = targets[:, 1:].reshape((b * (t - 1),) + targets.shape[2:])
       l, m = sam_mask_loss(masks, iou, later, bce_weight=cfg.bce_weight,
                            dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight,
-                           threshold=cfg.mask_threshold)
+                           threshold=cfg.mask_threshold, weights=rep(weights))
       losses.append((l, t - 1))
       metrics.append((m, t - 1))
-    first = {k: batch[k] for k in ("points", "point_labels", "boxes", "mask_prompt")
-             if batch.get(k) is not None}
+    first = {k: batch[k] for k in ("points", "point_labels", "boxes", "mask_prompt",
+                                   "row_weights") if batch.get(k) is not None}
     if "mask_prompt" in first and cfg.prompt_dilation > 0:  # as `track` prompts frame 0
       first["mask_prompt"] = binary_prompt(first["mask_prompt"], cfg.mask_threshold,
                                            cfg.mask_prompt_logit, cfg.prompt_dilation)
-    if condition is not None or first:
+    if condition is not None or set(first) - {"row_weights"}:
       first.update(image_embeddings=emb[:, 0], masks=targets[:, 0])
       l, m = SegmentImageBackend.loss(self, params, first, condition)
       losses.append((l, 1))
