@@ -121,6 +121,8 @@ def get_config(arg: str = ""):
   # BUILD_NOTES.md)
   c.loss.backend = 0.25
   c.task.backend_rows = ml_collections.ConfigDict(dict(segment_image=8))
+  if "segment_video" in modules:  # the same SAM tracks the video_seg rows (~2 of 64 a batch)
+    c.task.backend_rows.segment_video = 4
   c.stages = ml_collections.ConfigDict({"s0_segmenter": segmenter_stage(c, quick),
                                         "s1_vision": vision_stage(c, quick)})
   if with_diffusion:  # the image generator and editor (frozen; pretrained by their s0 stages)
@@ -180,6 +182,7 @@ def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s = _stage_base(c, "pixelworld_segmenter", steps=300 if quick else 1500, batch=32, lr=1e-3,
                   warmup=20)
   s.model = ml_collections.ConfigDict(dict(segmenter=dict(c.model.segmenter.to_dict())))
+  s.task.track = bool(c.task.videos)  # ... and tracking when the main run segments videos
   return s
 
 

@@ -75,7 +75,7 @@ def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int 
     if m in ("generate_image", "edit_image"):
       _save_pixel_diffusion(att.backend, params["backends"][m], folder)
     else:
-      _save_segmenter(att.segmenter, params["backends"][m], folder)
+      _save_segmenter(att.segmenter, params["backends"][att.params_of], folder)
   return dst
 
 

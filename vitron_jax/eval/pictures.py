@@ -52,7 +52,7 @@ def overlay(image: Any, *, masks: Sequence[Any] = (), boxes: Any = (), labels: S
   return pic
 
 
-def _row(pictures: Sequence[PIL.Image.Image], gap: int = 4) -> PIL.Image.Image:
+def side_by_side(pictures: Sequence[PIL.Image.Image], gap: int = 4) -> PIL.Image.Image:
   w = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
   h = max(p.height for p in pictures)
   row = PIL.Image.new("RGB", (w, h), (40, 40, 40))
@@ -106,7 +106,8 @@ def sample_picture(sample: dict, *, scale: int = 4) -> PIL.Image.Image:
     masks = [r["mask"] for r in regions if np.asarray(r["mask"]).ndim == 2]
     if "mask" in targets:
       masks.append(targets["mask"])
-    rows.append(_row([overlay(img, masks=masks, boxes=boxes, labels=labels, scale=scale)]))
+    rows.append(side_by_side([overlay(img, masks=masks, boxes=boxes, labels=labels,
+                                      scale=scale)]))
   if "video" in sample:
     video = sample["video"]
     tmasks = targets.get("masks")
@@ -116,13 +117,14 @@ def sample_picture(sample: dict, *, scale: int = 4) -> PIL.Image.Image:
       masks = [m[t] for m in rmasks] + ([tmasks[t]] if tmasks is not None else [])
       boxes = [o["boxes"][t] for o in objects if o["visible"][t]]
       pics.append(overlay(video[t], masks=masks, boxes=boxes, scale=scale))
-    rows.append(_row(pics))
+    rows.append(side_by_side(pics))
   if "image" in targets:
-    rows.append(_row([overlay(targets["image"], boxes=targets.get("boxes", ()), scale=scale)]))
+    rows.append(side_by_side([overlay(targets["image"], boxes=targets.get("boxes", ()),
+                                      scale=scale)]))
   if "video" in targets and "video" not in sample or (
       "video" in targets and not np.array_equal(targets["video"], sample.get("video"))):
-    rows.append(_row([overlay(targets["video"][t], scale=scale)
-                      for t in _frames(targets["video"])]))
+    rows.append(side_by_side([overlay(targets["video"][t], scale=scale)
+                              for t in _frames(targets["video"])]))
   if not rows:
     rows.append(PIL.Image.new("RGB", (64 * scale, 8), (40, 40, 40)))
   width = max(r.width for r in rows)
@@ -147,7 +149,7 @@ def answer_picture(sample: dict, answer: str, *, made: Sequence[PIL.Image.Image]
     first.append(overlay(inputs[0], boxes=[] if box is None else [box], labels=["answer"],
                          scale=scale))
   if first or made:
-    rows.append(_row(first + list(made)))
+    rows.append(side_by_side(first + list(made)))
   rows.append(_text([f"model: {answer}"], max(r.width for r in rows)))
   return _stack(rows)
 

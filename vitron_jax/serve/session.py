@@ -173,7 +173,8 @@ class Vitron:
     """The run's own backend (`train.vitron_backends`) on this turn: (files written, note)."""
     m = attached.module
     return attached.chat_files(self.task.model, self.task.model_params(self.params),
-                               self.params["backends"][m], sample, text, signal,
+                               self.params["backends"][attached.params_of], sample, text,
+                               signal,
                                os.path.join(self.out_dir, f"turn{self.turn}_{m}"))
 
   def fitted_sample(self, messages, images=(), videos=(), regions=()) -> tuple[dict, int]:

@@ -56,6 +56,12 @@ class RowFields:
   def _fields(self, sample: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
     raise NotImplementedError
 
+  @property
+  def params_of(self) -> str:
+    """The module whose parameters (`backends/<params_of>/`) the backend runs with: its own,
+    unless it shares another's (the video segmenter runs the image segmenter's SAM)."""
+    return self.module
+
   def _attach(self, field: str, head: Any, condition_shape: Sequence[int], rows: int) -> None:
     """The checks of every attachment's constructor (`field`: its `model.<field>` config):
     the head has the module, the module's projector makes the backend's condition shape,

@@ -45,12 +45,14 @@ class SegmentationAttachment(RowFields):
   """The frozen segmenter inside the VITRON step (see the module docstring)."""
 
   module, target, keys = MODULE, "mask", SEG_FIELDS
+  subtask, eval_row = "ref_seg", EVAL_ROW  # the samples it scores, and their table row
 
   def __init__(self, fields: Any, image_size: int, tokenizer: Any, head: Any, rows: int = 8):
     self.segmenter = Segmenter(fields, image_size, tokenizer)
     self._attach("segmenter", head, self.segmenter.backend.condition_shape, rows)
     self.encoder = SegmentEncoder(self.segmenter, image_size)
-    self.hook = BackendHook(MODULE, self._loss, self.segmenter.condition)
+    self.runner = self.segmenter.backend  # the backend that makes the masks
+    self.hook = BackendHook(self.module, self._loss, self.segmenter.condition)
     self._run = None  # the jitted mask maker of `masks`, built on first use
     s, lc = self.segmenter.config.sam.image_size, self.segmenter.text_len
     self._spec = {"pixel_values": ((s, s, 3), np.float32), "boxes": ((1, 4), np.float32),
@@ -73,10 +75,10 @@ class SegmentationAttachment(RowFields):
     """One answer -> the segmenter's inputs, whether its box is usable, whether its condition
     is (an answer without a valid segmentation invocation has neither; "text" routing needs
     no signal tokens)."""
-    image = np.asarray(sample["images"][0])
-    h, w = image.shape[:2]
+    media = self._media(sample)
+    h, w = media.shape[-3:-1]
     inv = I.find_invocation(answer)
-    ok = bool(inv) and inv.module == MODULE
+    ok = bool(inv) and inv.module == self.module
     cmd = np.full((self.segmenter.text_len,), int(self.segmenter.tokenizer.pad_token_id),
                   np.int32)
     if ok:
@@ -87,7 +89,7 @@ class SegmentationAttachment(RowFields):
     box_ok = ok and bool(inv.boxes)
     box = np.asarray(I.denormalize_box(inv.boxes[0], w, h) if box_ok else (0, 0, w, h),
                      np.float32)
-    inp = self.segmenter.backend.preprocess(image[None], boxes=box.reshape(1, 1, 4))
+    inp = self.runner.preprocess(media[None], boxes=box.reshape(1, 1, 4))
     hq, hv, mid = signal
     sig_ok = ok and (not uses_signals or (int(mid) == module_index and bool(np.any(hv))))
     return ({"pixel_values": np.asarray(inp["pixel_values"][0], np.float32),
@@ -95,23 +97,31 @@ class SegmentationAttachment(RowFields):
              "h_q": np.asarray(hq), "h_valid": np.asarray(hv, bool),
              "module_ids": np.int32(module_index)}, box_ok and sig_ok, sig_ok)
 
+  def _media(self, sample) -> np.ndarray:
+    """What the backend segments: the sample's one image `[H, W, 3]`."""
+    return np.asarray(sample["images"][0])
+
   def _masks_fn(self, model: Vitron):
     head = model.config.head
 
     def run(model_params, backend_params, b):
       native = self.segmenter.condition(backend_params, b["command_ids"])
       if head.uses_signals:
-        cond = model.apply({"params": model_params}, MODULE, b["h_q"], b["module_ids"],
+        cond = model.apply({"params": model_params}, self.module, b["h_q"], b["module_ids"],
                            b["h_valid"], native, method=Vitron.signals_to_conditions)
       else:
         cond = native
-      backend = self.segmenter.backend
+      backend = self.runner
       with_box = backend.run(backend_params, {"pixel_values": b["pixel_values"],
-                                              "boxes": b["boxes"]}, cond)["masks"][:, 0]
-      alone = backend.run(backend_params, {"pixel_values": b["pixel_values"]},
-                          cond)["masks"][:, 0]
-      return with_box, alone
+                                              "boxes": b["boxes"]}, cond)["masks"]
+      alone = backend.run(backend_params, {"pixel_values": b["pixel_values"]}, cond)["masks"]
+      return self._one_object(with_box), self._one_object(alone)
     return jax.jit(run)
+
+  @staticmethod
+  def _one_object(masks):
+    """The image backend's masks `[B, P, H, W]` of the one prompted object -> `[B, H, W]`."""
+    return masks[:, 0]
 
   def masks(self, model: Vitron, model_params, backend_params, samples, answers, signals
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -119,7 +129,7 @@ class SegmentationAttachment(RowFields):
     answer's box + condition, masks from the condition alone, and per answer whether its box
     and its signals were usable (see `signals` in `score`)."""
     head = model.config.head
-    mi = head.index(MODULE)
+    mi = head.index(self.module)
     prompts = [self._prompts(s, a, mi, g, head.uses_signals)
                for s, a, g in zip(samples, answers, signals)]
     batch = {k: np.stack([p[0][k] for p in prompts]) for k in prompts[0][0]}
@@ -133,43 +143,58 @@ class SegmentationAttachment(RowFields):
                  signal, base: str) -> tuple[list[str], str]:
     """Chat: the mask of this turn's image as `{base}_mask.png` and the image with the mask
     tinted as `{base}_overlay.png`; returns (files, note)."""
-    if len(sample.get("images") or []) != 1:
-      return [], (f"{MODULE} needs exactly one image in the conversation, got "
-                  f"{len(sample.get('images') or [])}")
+    m = self.module
+    if not self._has_media(sample):
+      return [], f"{m} needs exactly one {self.what} in the conversation"
     with_box, alone, box_ok, sig_ok = self.masks(model, model_params, backend_params, [sample],
                                                  [answer], [signal])
     if not (box_ok[0] or sig_ok[0]):
-      return [], f"{MODULE} not run: the invocation has no usable box and no signal embeddings"
+      return [], f"{m} not run: the invocation has no usable box and no signal embeddings"
+    files = self._write(sample, with_box[0] if box_ok[0] else alone[0], base)
+    how = "box and signals" if box_ok[0] else "signals alone (the invocation has no box)"
+    return files, f"ran {m} (built in; {how})"
+
+  what = "image"  # what it segments, for messages
+
+  def _has_media(self, sample) -> bool:
+    return len(sample.get("images") or []) == 1
+
+  def _write(self, sample, mask: np.ndarray, base: str) -> list[str]:
     from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
     import PIL.Image  # pylint: disable=import-outside-toplevel
-    mask = with_box[0] if box_ok[0] else alone[0]
     PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(base + "_mask.png")
     overlay(sample["images"][0], masks=[mask]).save(base + "_overlay.png")
-    how = "box and signals" if box_ok[0] else "signals alone (the invocation has no box)"
-    return [base + "_mask.png", base + "_overlay.png"], f"ran {MODULE} (built in; {how})"
+    return [base + "_mask.png", base + "_overlay.png"]
+
+  def _row(self, sample, with_box, alone, box_ok: bool, sig_ok: bool
+           ) -> tuple[dict[str, float], dict[str, float]]:
+    """One sample's (scores, chance): the mask IoU from box + condition and from the condition
+    alone (0 where unusable), beside random boxes filled in."""
+    truth = np.asarray(sample["targets"]["mask"], bool)
+    iou = float(mask_iou_np(with_box, truth)) if box_ok else 0.0
+    iou_alone = float(mask_iou_np(alone, truth)) if sig_ok else 0.0
+    return {"mask_iou": iou, "text_mask_iou": iou_alone}, {"mask_iou": mask_chance(truth)}
+
+  def _picture(self, sample, mask: np.ndarray):
+    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
+    return overlay(sample["images"][0], masks=[mask])
 
   def score(self, model: Vitron, model_params, backend_params, samples, answers, signals
             ) -> tuple[list[tuple[str, dict[str, float], dict[str, float]]], dict[int, Any]]:
-    """`(EVAL_ROW, scores, chance)` per `ref_seg` sample (see the module docstring), and per
-    sample index whose answer was segmented a picture of the mask tinted on the image;
+    """`(eval_row, scores, chance)` per sample of `subtask` (see the module docstring), and per
+    sample index whose answer was segmented a picture of the mask tinted on it;
     `signals[i]` = (hidden states at the query slots [K, D], their validity [K], module index)
     of answer i's first invocation."""
-    idx = [i for i, s in enumerate(samples) if s["subtask"] == "ref_seg"]
+    idx = [i for i, s in enumerate(samples) if s["subtask"] == self.subtask]
     if not idx:
       return [], {}
     with_box, alone, box_ok, sig_ok = self.masks(
         model, model_params, backend_params, [samples[i] for i in idx],
         [answers[i] for i in idx], [signals[i] for i in idx])
-    from vitron_jax.eval.pictures import overlay  # pylint: disable=import-outside-toplevel
     rows, made = [], {}
     for j, i in enumerate(idx):
-      s = samples[i]
-      truth = np.asarray(s["targets"]["mask"], bool)
-      iou = float(mask_iou_np(with_box[j], truth)) if box_ok[j] else 0.0
-      iou_alone = float(mask_iou_np(alone[j], truth)) if sig_ok[j] else 0.0
-      chance = mask_chance(truth)
-      rows.append((EVAL_ROW, {"mask_iou": iou, "text_mask_iou": iou_alone},
-                   {"mask_iou": chance}))
+      scores, chance = self._row(samples[i], with_box[j], alone[j], box_ok[j], sig_ok[j])
+      rows.append((self.eval_row, scores, chance))
       if box_ok[j] or sig_ok[j]:
-        made[i] = overlay(s["images"][0], masks=[with_box[j] if box_ok[j] else alone[j]])
+        made[i] = self._picture(samples[i], with_box[j] if box_ok[j] else alone[j])
     return rows, made

@@ -113,8 +113,8 @@ class VitronTask:
         system=t.get("system", None))
     self.encoder = VE.VitronEncoder(self.tokenizer, self.layout)
     self.weights = LossWeights(**{k: float(v) for k, v in config.get("loss", {}).items()})
-    self.backends = attachments(config, self.world_config.image_size, self.tokenizer,
-                                self.vcfg.head)
+    self.backends = attachments(config, self.world_config.image_size,
+                                self.world_config.num_frames, self.tokenizer, self.vcfg.head)
     self.hooks = tuple(b.hook for b in self.backends.values())
 
   def _subtasks(self) -> tuple[str, ...]:
@@ -129,8 +129,9 @@ class VitronTask:
     params = dict(self.model.init(rng, dummy_batch(self.vcfg, 1),
                                   natives=dummy_natives(self.vcfg, 1))["params"])
     if self.backends:  # (replaced by their stage's checkpoint in a run with stages)
-      keys = jax.random.split(jax.random.fold_in(rng, 1), len(self.backends))
-      params["backends"] = {m: b.init_boxed(k) for (m, b), k in zip(self.backends.items(), keys)}
+      owners = {m: b for m, b in self.backends.items() if b.params_of == m}
+      keys = jax.random.split(jax.random.fold_in(rng, 1), len(owners))
+      params["backends"] = {m: b.init_boxed(k) for (m, b), k in zip(owners.items(), keys)}
     return params
 
   def frozen(self) -> tuple[str, ...]:
@@ -164,13 +165,15 @@ class VitronTask:
       for m, b in self.backends.items():
         batch["backend"][m], batch["backend_rows"][m], c = b.gather(batch.pop(m))
         counts.update(c)
+    backend_params = {m: backend_params[b.params_of] for m, b in self.backends.items()}
     loss, metrics = vitron_loss(self.model, params, batch, rng, hooks=self.hooks,
                                 backend_params=backend_params, weights=self.weights)
     metrics.update(counts)
     return loss, metrics
 
   def components(self):
-    backends = {f"backend_{m}": rf"^backends/{m}/" for m in self.backends}
+    backends = {f"backend_{m}": rf"^backends/{m}/" for m, b in self.backends.items()
+                if b.params_of == m}
     comps = self.cfg.task.get("components", None)
     if comps:
       return {**{k: v.replace("(model/)?", "") for k, v in dict(comps).items()}, **backends}
@@ -277,7 +280,7 @@ class VitronTask:
     outputs, made = [], {}  # what the attached backends make of the answers, and pictures
     for b in self.backends.values():
       scored, pics = b.score(self.model, self.model_params(params),
-                             params["backends"][b.module], kept, answers, signals)
+                             params["backends"][b.params_of], kept, answers, signals)
       outputs += scored
       for i, pic in pics.items():
         made.setdefault(i, []).append(pic)
