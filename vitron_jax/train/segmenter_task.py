@@ -290,11 +290,8 @@ class PixelWorldSegmenterTask:
     """Held-out mask IoU from box + text and from text alone, beside the box-as-mask IoU."""
     del step, workdir
     n = int(self.cfg.get("eval", {}).get("num_samples", 64))
-    world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
-    samples = [world.sample(i, task=SEG_TASK) for i in range(n)]
-    rows = [self.encoder(s) for s in samples]
-    batch = {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes",
-                                                          "command_ids")}
+    samples = self._heldout(SEG_TASK, n)
+    batch = _prompt_batch(self.encoder, samples)
     if self._run is None:
       def run(p, b):
         p = p["backends"][MODULE]
@@ -315,19 +312,20 @@ class PixelWorldSegmenterTask:
       out.update(self._evaluate_tracking(params, n))
     return out
 
+  def _heldout(self, task: str, n: int) -> list[dict]:
+    world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
+    return [world.sample(i, task=task) for i in range(n)]
+
   def _evaluate_tracking(self, params, n: int) -> dict[str, float]:
     """Held-out clips tracked from frame 0's box and the text: mean over clips of the mean
     over frames of the mask IoU, beside frame 0's box held still; clips whose object is absent
     from frame 0 are left out and counted (`tracking_left_out`)."""
-    world = PixelWorld(self.world_config, split="heldout", seed=self.world_seed)
-    samples = [world.sample(i, task=TRACK_TASK) for i in range(n)]
+    samples = self._heldout(TRACK_TASK, n)
     kept = [s for s in samples if int(s["targets"]["time_span"][0]) == 0]
     if not kept:
       raise ValueError(f"tracking evaluation: none of the {n} held-out video_seg clips shows "
                        "its object in frame 0")
-    rows = [self.track_encoder(s) for s in kept]
-    batch = {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes",
-                                                          "command_ids")}
+    batch = _prompt_batch(self.track_encoder, kept)
     if self._track_run is None:
       def run(p, b):
         p = p["backends"][MODULE]
@@ -348,3 +346,9 @@ class PixelWorldSegmenterTask:
 @register_task("pixelworld_segmenter")
 def build(config: Any) -> PixelWorldSegmenterTask:
   return PixelWorldSegmenterTask(config)
+
+
+def _prompt_batch(encoder, samples) -> dict[str, np.ndarray]:
+  """The prompt fields of `encoder`'s rows for `samples`, stacked (evaluation batches)."""
+  rows = [encoder(s) for s in samples]
+  return {k: np.stack([r[k] for r in rows]) for k in ("pixel_values", "boxes", "command_ids")}
