@@ -1,7 +1,10 @@
-"""Scoring free-running PixelWorld answers per subtask against chance (`eval.answers`)."""
+"""Scoring free-running PixelWorld answers per subtask against chance (`eval.answers`), and the
+report of the scores with its pictures (`eval.report`)."""
+import io
 import re
 
 import numpy as np
+import PIL.Image
 import pytest
 
 from vitron_jax.data import pixelworld_tokenizer as PT
@@ -97,3 +100,28 @@ def test_unknown_subtask_raises(samples):
   s = dict(samples["image_qa"][0], subtask="juggling")
   with pytest.raises(ValueError, match="juggling"):
     EA.score_answer(s, "Yes.", max_objects=MAX_OBJECTS)
+
+
+def test_report_names_gif_pictures_gif_and_the_rest_png(tmp_path):
+  from vitron_jax.eval import report as R  # pylint: disable=import-outside-toplevel
+  from vitron_jax.eval.pictures import animation  # pylint: disable=import-outside-toplevel
+  png = io.BytesIO()
+  PIL.Image.new("RGB", (6, 4), "red").save(png, format="PNG")
+  video = np.zeros((3, 4, 4, 3), np.uint8)
+  video[np.arange(3), 1, np.arange(3)] = 255  # one lit pixel moving right: 3 distinct frames
+  gif = animation(video, scale=1).gif_bytes()
+  table = EA.summarize([("video_seg", {"routing": 1.0}, {"routing": 0.25})])
+  pictures = {"answers/video_seg/0": (png.getvalue(), 4, 6),
+              "answers/video_seg/0/video0": (gif, 4, 4)}
+  path = R.write_report(str(tmp_path), 7, {"val": table}, pictures=pictures)
+  text = open(path).read()
+  assert "![answers/video_seg/0](report/answers_video_seg_0.png)" in text  # as before
+  assert "![answers/video_seg/0/video0](report/answers_video_seg_0_video0.gif)" in text
+  assert (tmp_path / "report" / "answers_video_seg_0.png").read_bytes() == png.getvalue()
+  assert (tmp_path / "report" / "answers_video_seg_0_video0.gif").read_bytes() == gif
+  assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+      "answers_video_seg_0.png", "answers_video_seg_0_video0.gif"]
+  with PIL.Image.open(tmp_path / "report" / "answers_video_seg_0_video0.gif") as im:
+    assert im.format == "GIF" and im.n_frames == 3
+  assert R._file_name("a/b", b"GIF87a...") == "a_b.gif"  # pylint: disable=protected-access
+  assert R._file_name("a/b", b"\x89PNG") == "a_b.png"  # pylint: disable=protected-access

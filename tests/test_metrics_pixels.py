@@ -1,4 +1,7 @@
-"""Checkers of generated pixels, and the pictures (PNG / GIF) of samples."""
+"""Checkers of generated pixels, and the pictures (PNG / GIF) of samples and of the videos
+backends make (`Animation`)."""
+import io
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -129,3 +132,64 @@ def test_pictures(tmp_path):
   pic = P.overlay(s["video"][0], masks=[s["targets"]["masks"][0]],
                   boxes=[[0, 0, 4, 4], [np.nan, 0, 1, 1], [5, 5, 2, 2]], labels=["a"], scale=3)
   assert pic.size == (96, 96)
+
+
+def _moving(t=5, size=16):
+  video = np.zeros((t, size, size, 3), np.uint8)
+  for i in range(t):
+    video[i, 4:8, 2 * i:2 * i + 4] = V.COLOURS["red"]
+  return video, np.array([[[2 * i, 4, 2 * i + 4, 8]] for i in range(t)]), video[..., 0] > 0
+
+
+def test_animation_is_the_video_drawn_and_round_trips_as_a_gif(tmp_path):
+  video, boxes, masks = _moving()
+  anim = P.animation(video, masks=masks, boxes=boxes, scale=2)
+  assert len(anim.frames) == 5 and anim.size == (32, 32)
+  for t, f in enumerate(anim.frames):  # frame t: the video's frame t with its mask and box
+    want = P.overlay(video[t], masks=[masks[t]], boxes=boxes[t], scale=2)
+    np.testing.assert_array_equal(np.asarray(f), np.asarray(want))
+  still = anim.png()
+  assert still.size == (5 * 32 + 4 * 4, 32)
+  np.testing.assert_array_equal(np.asarray(still), np.asarray(P.side_by_side(anim.frames)))
+  gif = anim.gif_bytes(fps=5.0)
+  assert gif[:6] == b"GIF89a"
+  with PIL.Image.open(io.BytesIO(gif)) as im:
+    assert im.format == "GIF" and im.n_frames == 5 and im.size == (32, 32)
+    assert im.info["duration"] == 200 and im.info["loop"] == 0
+    for t in range(5):  # few colours: the palette keeps every frame exactly
+      im.seek(t)
+      np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(anim.frames[t]))
+  P.save_gif(video, str(tmp_path / "m.gif"), boxes=boxes, masks=masks, fps=5.0, scale=2)
+  assert (tmp_path / "m.gif").read_bytes() == gif  # save_gif writes the same frames the same way
+  ragged = P.animation(video[:2], boxes=[[], [[0, 0, 4, 4], [8, 8, 12, 12]]], scale=1)
+  assert ragged.size == (16, 16)  # a frame may have no boxes, another two
+  seg = PixelWorld(WorldConfig(image_size=32, num_frames=4), seed=0).sample(1, task="ref_seg")
+  with_anim = P.answer_picture(seg, "a caption", made=[anim], scale=2)
+  with_still = P.answer_picture(seg, "a caption", made=[still], scale=2)
+  np.testing.assert_array_equal(np.asarray(with_anim), np.asarray(with_still))
+
+
+def test_animation_input_errors_name_the_input():
+  video, boxes, masks = _moving()
+  with pytest.raises(ValueError, match=r"video must be uint8 \[T, H, W, 3\]"):
+    P.animation(video.astype(np.float32))
+  with pytest.raises(ValueError, match=r"video must be uint8 \[T, H, W, 3\]"):
+    P.animation(video[0])
+  with pytest.raises(ValueError, match="video has no frames"):
+    P.animation(video[:0])
+  with pytest.raises(ValueError, match=r"masks must be \[T, H, W\] = \[5, 16, 16\].*\[4, 16, 16\]"):
+    P.animation(video, masks=masks[:4])
+  with pytest.raises(ValueError, match=r"boxes must have one entry per frame \(T = 5\), got 4"):
+    P.animation(video, boxes=boxes[:4])
+  bad = list(boxes)
+  bad[2] = boxes[2, :, :3]
+  with pytest.raises(ValueError, match=r"boxes\[2\] must be \[N, 4\].*\(1, 3\)"):
+    P.animation(video, boxes=bad)
+  with pytest.raises(ValueError, match="fps must be positive"):
+    P.animation(video).gif_bytes(fps=0)
+  with pytest.raises(ValueError, match="Animation frames must be one or more PIL images"):
+    P.Animation(())
+  with pytest.raises(ValueError, match="Animation frames must be one or more PIL images"):
+    P.Animation((video[0],))
+  with pytest.raises(ValueError, match="share one size"):
+    P.Animation((PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (4, 5))))

@@ -1,7 +1,9 @@
 """Video segmentation inside the VITRON step (`train/video_segmentation_attachment.py`): the image
 segmenter's SAM tracks the `video_seg` rows with the image segmenter's parameters (none of its
 own), its loss reaches the head through the routing condition, and the clips it tracks from
-free-running answers are scored, pictured and written by chat."""
+free-running answers are scored, pictured (an `Animation`: a GIF in the report) and written by
+chat."""
+import io
 import os
 import sys
 
@@ -9,16 +11,21 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import pixelworld as EP  # noqa: E402
 
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
+from vitron_jax.eval import answers as EA  # noqa: E402
 from vitron_jax.eval.answers import primary_metric  # noqa: E402
+from vitron_jax.eval.pictures import Animation  # noqa: E402
+from vitron_jax.eval.report import write_report  # noqa: E402
 from vitron_jax.protocol import invocation as I  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 from vitron_jax.train.video_segmentation_attachment import EVAL_ROW, MODULE  # noqa: E402
+from vitron_jax.train.vitron_task import _pictures  # noqa: E402
 
 IMAGE = "segment_image"
 
@@ -101,7 +108,24 @@ def test_tracked_clips_are_scored_from_free_running_answers(task, params, tmp_pa
   (_, s0, ch0), (_, s1, _) = rows
   assert 0.0 <= s0["tracking_iou"] <= 1.0 and 0.0 < ch0["tracking_iou"] < 1.0
   assert s1 == {"tracking_iou": 0.0, "text_tracking_iou": 0.0}  # no invocation: no masks
-  assert sorted(made) == [0] and made[0].width > made[0].height  # the frames side by side
+  assert sorted(made) == [0] and isinstance(made[0], Animation)  # the tracked clip, drawn
+  clip = made[0]
+  assert len(clip.frames) == 2 and clip.size == (128, 128)  # T frames of 32 px at scale 4
+  assert clip.png().width > clip.png().height  # the still: the frames side by side
+  pics = _pictures(samples, answers, 1, "heldout/", {i: [m] for i, m in made.items()})
+  assert sorted(pics) == ["answers/heldout/ref_seg/0", "answers/heldout/video_seg/0",
+                          "answers/heldout/video_seg/0/video0"]  # c1 is video_seg's second
+  gif, h, w = pics["answers/heldout/video_seg/0/video0"]
+  assert gif[:4] == b"GIF8" and (h, w) == (128, 128)
+  with PIL.Image.open(io.BytesIO(gif)) as im:
+    assert im.format == "GIF" and 1 <= im.n_frames <= 2 and im.size == (128, 128)
+    np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(clip.frames[0]))
+  png, h, w = pics["answers/heldout/video_seg/0"]
+  assert png[:4] == b"\x89PNG" and w > clip.png().width  # the answer picture holds the still
+  write_report(str(tmp_path), 0, {"val": EA.summarize(rows)}, pictures=pics)
+  report = (tmp_path / "report.md").read_text()
+  gif_file = "report/answers_heldout_video_seg_0_video0.gif"
+  assert f"({gif_file})" in report and (tmp_path / gif_file).read_bytes() == gif
   with_box, _, _, _ = att.masks(task.model, mp, bp, [c0, c0], [expected, late], sig[:2])
   assert with_box.shape == (2, 2, 32, 32)
   np.testing.assert_array_equal(with_box[1, 1], with_box[0, 1])

@@ -2,10 +2,15 @@
 
 `sample_picture(sample)` lays out the inputs (object boxes and labels, user regions), the
 targets (masks, result images, video frames) and the conversation text; `save_gif` writes a
-video with optional per-frame boxes and masks. Used by the docs and evaluation reports.
+video with optional per-frame boxes and masks. `Animation` is a video a backend made (a tracked
+clip, a generated video), drawn frame by frame: `animation(video, masks=, boxes=)` builds one,
+`.png()` is its frames side by side and `.gif_bytes()` its GIF. Used by the docs and
+evaluation reports.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import textwrap
 from typing import Any, Sequence
 
@@ -134,11 +139,12 @@ def sample_picture(sample: dict, *, scale: int = 4) -> PIL.Image.Image:
   return _stack(rows)
 
 
-def answer_picture(sample: dict, answer: str, *, made: Sequence[PIL.Image.Image] = (),
+def answer_picture(sample: dict, answer: str, *,
+                   made: Sequence[PIL.Image.Image | Animation] = (),
                    scale: int = 4) -> PIL.Image.Image:
   """`sample_picture` with a model's answer under it: its box drawn on the input, then `made`
   (pictures of what the backends made of the answer: a mask tinted on the input, a generated
-  image), then its text."""
+  image; an `Animation` as its frames side by side), then its text."""
   pic = sample_picture(sample, scale=scale)
   rows = [pic]
   inputs = sample.get("images") or ([sample["video"][0]] if "video" in sample else [])
@@ -149,7 +155,7 @@ def answer_picture(sample: dict, answer: str, *, made: Sequence[PIL.Image.Image]
     first.append(overlay(inputs[0], boxes=[] if box is None else [box], labels=["answer"],
                          scale=scale))
   if first or made:
-    rows.append(side_by_side(first + list(made)))
+    rows.append(side_by_side(first + [still(m) for m in made]))
   rows.append(_text([f"model: {answer}"], max(r.width for r in rows)))
   return _stack(rows)
 
@@ -158,21 +164,94 @@ def save_sample_png(sample: dict, path: str, *, scale: int = 4) -> None:
   sample_picture(sample, scale=scale).save(path, format="PNG")
 
 
-def save_gif(video: Any, path: str, *, boxes: Any = None, masks: Any = None, fps: float = 4.0,
-             scale: int = 4) -> None:
-  """uint8 `[T, H, W, 3]` -> animated GIF; optional boxes `[T, N, 4]` and masks `[T, H, W]`."""
+@dataclasses.dataclass(frozen=True)
+class Animation:
+  """A video a backend made, drawn: its frames (PIL images of one size), in order.
+
+  `png()` is the still the answer picture shows, `gif_bytes(fps)` the GIF the report embeds.
+  Built by `animation(video, masks=, boxes=)`; a backend's `score` returns one for a sample
+  where a PIL image would be a still.
+  """
+
+  frames: tuple[PIL.Image.Image, ...]
+
+  def __post_init__(self):
+    frames = tuple(self.frames)
+    if not frames or not all(isinstance(f, PIL.Image.Image) for f in frames):
+      raise ValueError("Animation frames must be one or more PIL images, got "
+                       f"{[type(f).__name__ for f in frames]}")
+    sizes = {f.size for f in frames}
+    if len(sizes) != 1:
+      raise ValueError(f"Animation frames must share one size, got sizes {sorted(sizes)}")
+    object.__setattr__(self, "frames", frames)
+
+  @property
+  def size(self) -> tuple[int, int]:
+    """(width, height) of one frame."""
+    return self.frames[0].size
+
+  def png(self) -> PIL.Image.Image:
+    """Every frame side by side (`side_by_side`), as one still picture."""
+    return side_by_side(self.frames)
+
+  def gif_bytes(self, fps: float = 4.0) -> bytes:
+    """The frames as an animated, looping GIF (see `_write_gif`)."""
+    buf = io.BytesIO()
+    _write_gif(self.frames, buf, fps)
+    return buf.getvalue()
+
+
+def still(picture: PIL.Image.Image | Animation) -> PIL.Image.Image:
+  """A picture a backend made as one still: an `Animation`'s `png()`, a PIL image itself."""
+  return picture.png() if isinstance(picture, Animation) else picture
+
+
+def _write_gif(frames: Sequence[PIL.Image.Image], fp: Any, fps: float) -> None:
+  """Writes `frames` to `fp` (a path or a binary file) as a looping GIF at `fps`. Pillow merges
+  identical consecutive frames into one (their durations add), so a still stretch of video
+  reads back as fewer frames, shown as long."""
+  if fps <= 0:
+    raise ValueError(f"fps must be positive, got {fps}")
+  frames[0].save(fp, format="GIF", save_all=True, append_images=list(frames[1:]),
+                 duration=int(1000 / fps), loop=0)
+
+
+def animation(video: Any, masks: Any = None, boxes: Any = None, *,
+              scale: int = 4) -> Animation:
+  """uint8 video `[T, H, W, 3]` -> `Animation` of its frames enlarged `scale` times (`overlay`),
+  frame t with `masks[t]` tinted (masks `[T, H, W]`, any dtype, nonzero = in) and `boxes[t]`
+  outlined (boxes `[T, N, 4]` pixel corners, or per frame a list of N boxes, N may vary)."""
   vid = np.asarray(video)
   if vid.ndim != 4 or vid.shape[-1] != 3 or vid.dtype != np.uint8:
     raise ValueError(f"video must be uint8 [T, H, W, 3], got {vid.dtype} {vid.shape}")
-  if fps <= 0:
-    raise ValueError(f"fps must be positive, got {fps}")
-  frames = []
-  for t in range(vid.shape[0]):
-    b = () if boxes is None else np.asarray(boxes)[t]
-    m = [] if masks is None else [np.asarray(masks)[t]]
-    frames.append(overlay(vid[t], masks=m, boxes=b, scale=scale))
-  frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:],
-                 duration=int(1000 / fps), loop=0)
+  t, h, w = vid.shape[:3]
+  if t == 0:
+    raise ValueError(f"video has no frames: {vid.shape}")
+  if masks is not None:
+    masks = np.asarray(masks)
+    if masks.shape != (t, h, w):
+      raise ValueError(f"masks must be [T, H, W] = {[t, h, w]} like the video, got "
+                       f"{list(masks.shape)}")
+  per_frame = [()] * t
+  if boxes is not None:
+    if len(boxes) != t:
+      raise ValueError(f"boxes must have one entry per frame (T = {t}), got {len(boxes)}")
+    per_frame = []
+    for i, b in enumerate(boxes):
+      b = np.asarray(b, np.float64)
+      if b.size and (b.ndim not in (1, 2) or b.shape[-1] != 4):
+        raise ValueError(f"boxes[{i}] must be [N, 4] pixel boxes, got shape {b.shape}")
+      per_frame.append(b.reshape(-1, 4))
+  return Animation(tuple(
+      overlay(vid[i], masks=[] if masks is None else [masks[i]], boxes=per_frame[i],
+              scale=scale) for i in range(t)))
+
+
+def save_gif(video: Any, path: str, *, boxes: Any = None, masks: Any = None, fps: float = 4.0,
+             scale: int = 4) -> None:
+  """uint8 `[T, H, W, 3]` -> animated GIF; optional boxes `[T, N, 4]` and masks `[T, H, W]`
+  (`animation`, written by `_write_gif`)."""
+  _write_gif(animation(video, masks=masks, boxes=boxes, scale=scale).frames, path, fps)
 
 
 def sample_gif(sample: dict, path: str, *, fps: float = 4.0, scale: int = 4) -> None:

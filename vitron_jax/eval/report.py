@@ -2,9 +2,10 @@
 metric, ours, chance, samples); the answer pictures below.
 
     write_report(workdir, step, {"val": table, "heldout": table2},
-                 pictures={tag: (png_bytes, h, w)}, title="...")
+                 pictures={tag: (png_or_gif_bytes, h, w)}, title="...")
 
-Each table is `eval.answers.summarize`'s output. Pictures are written under `report/` and linked;
+Each table is `eval.answers.summarize`'s output. Pictures are written under `report/` and linked,
+as `.gif` when their bytes are a GIF (the videos backends made), else `.png`;
 the run's loss curve (`loss.png`, drawn by the trainer) is linked when present. The file is
 rewritten atomically at every evaluation, so it always describes the newest one.
 """
@@ -25,8 +26,11 @@ def _fmt(x: float) -> str:
   return f"{x:.3f}"
 
 
-def _file_name(tag: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") + ".png"
+def _file_name(tag: str, data: bytes = b"") -> str:
+  """The picture file of `tag`: `.gif` when `data` is a GIF (it starts with b"GIF8": GIF87a or
+  GIF89a), else `.png`."""
+  ext = ".gif" if data[:4] == b"GIF8" else ".png"
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_") + ext
 
 
 SPLIT_NOTES = {
@@ -76,14 +80,15 @@ def write_report(workdir: str, step: int,
                  title: str = "VITRON on PixelWorld",
                  pictures: Mapping[str, tuple[bytes, int, int]] | None = None,
                  skipped: int = 0) -> str:
-  """Writes `<workdir>/report.md` (and its pictures); returns its path."""
+  """Writes `<workdir>/report.md` (and its pictures: `{tag: (PNG or GIF bytes, height, width)}`);
+  returns its path."""
   files = {}
   if pictures:
     os.makedirs(os.path.join(workdir, PICTURE_DIR), exist_ok=True)
-    for tag, (png, _, _) in pictures.items():
-      rel = f"{PICTURE_DIR}/{_file_name(tag)}"
+    for tag, (data, _, _) in pictures.items():
+      rel = f"{PICTURE_DIR}/{_file_name(tag, data)}"
       with open(os.path.join(workdir, rel), "wb") as f:
-        f.write(png)
+        f.write(data)
       files[tag] = rel
   loss = "loss.png" if os.path.exists(os.path.join(workdir, "loss.png")) else None
   text = report_text(step, tables, title=title, picture_files=files,

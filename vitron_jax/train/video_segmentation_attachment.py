@@ -21,7 +21,8 @@ built at the decoded query slots; frames outside the answer's time span are empt
 `video_seg_masks` scores the tracking IoU (mean over frames of the mask IoU, J mean; and
 `text_tracking_iou` from the condition alone); an answer with no valid video segmentation
 invocation scores 0. Chance: uniformly random boxes held still on every frame
-(`eval.boxes.mask_chance` per frame). Chat writes the tracked clip as a GIF with the masks.
+(`eval.boxes.mask_chance` per frame). The report shows the tracked clip as a GIF with the
+masks (an `eval.pictures.Animation`); chat writes it as one.
 """
 from __future__ import annotations
 
@@ -95,10 +96,10 @@ class VideoSegmentationAttachment(SegmentationAttachment):
     return {"tracking_iou": iou, "text_tracking_iou": iou_alone}, {"tracking_iou": chance}
 
   def _picture(self, sample, mask: np.ndarray):
-    """The frames side by side, each with its mask tinted."""
-    from vitron_jax.eval import pictures as P  # pylint: disable=import-outside-toplevel
-    return P.side_by_side([P.overlay(f, masks=[m])
-                           for f, m in zip(np.asarray(sample["video"]), mask)])
+    """`eval.pictures.Animation` of the clip with the tracked mask tinted on every frame (the
+    answer picture shows it as the frames side by side, the report as a GIF)."""
+    from vitron_jax.eval.pictures import animation  # pylint: disable=import-outside-toplevel
+    return animation(np.asarray(sample["video"]), masks=mask)
 
   def _write(self, sample, mask: np.ndarray, base: str) -> list[str]:
     from vitron_jax.eval.pictures import save_gif  # pylint: disable=import-outside-toplevel

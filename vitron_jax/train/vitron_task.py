@@ -16,8 +16,9 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   ("heldout", or several joined by commas, e.g. "val,heldout"; the first is the primary one:
   unprefixed metrics, the others as ``{split}/...``), answered by free-running greedy decoding
   (never teacher-forced), scored per subtask by `eval.answers` against the chance level of the
-  same samples; pictures of a few answers; answers written as JSONL under ``{workdir}/eval/``
-  and one table per split with the pictures as ``{workdir}/report.md``.
+  same samples; pictures of a few answers (and GIFs of the videos backends made of them);
+  answers written as JSONL under ``{workdir}/eval/`` and one table per split with the
+  pictures as ``{workdir}/report.md``.
 
 Task fields (`config.task`): tokenizer ("pixelworld" = the word-level PixelWorld tokenizer, or
 a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; None = Vicuna's),
@@ -325,7 +326,9 @@ def _write_answers(path: str, written) -> None:
 def _pictures(samples, answers, per_subtask: int, prefix: str = "", made=None
               ) -> dict[str, tuple[bytes, int, int]]:
   """PNGs of the first `per_subtask` answers of every subtask, with what the backends made of
-  them (`made`: sample index -> pictures)."""
+  them (`made`: sample index -> PIL images and `eval.pictures.Animation`s); each Animation is
+  also a GIF of its own, tagged `answers/{prefix}{subtask}/{k}/video{j}` (j-th of the answer's
+  Animations). Values: (PNG or GIF bytes, height, width)."""
   from vitron_jax.eval import pictures  # pylint: disable=import-outside-toplevel
   out, seen, made = {}, {}, made or {}
   for i, (s, a) in enumerate(zip(samples, answers)):
@@ -333,10 +336,15 @@ def _pictures(samples, answers, per_subtask: int, prefix: str = "", made=None
     if k >= per_subtask:
       continue
     seen[s["subtask"]] = k + 1
+    tag = f"answers/{prefix}{s['subtask']}/{k}"
     pic = pictures.answer_picture(s, a, made=made.get(i, ()))
     buf = io.BytesIO()
     pic.save(buf, format="PNG")
-    out[f"answers/{prefix}{s['subtask']}/{k}"] = (buf.getvalue(), pic.height, pic.width)
+    out[tag] = (buf.getvalue(), pic.height, pic.width)
+    videos = [m for m in made.get(i, ()) if isinstance(m, pictures.Animation)]
+    for j, v in enumerate(videos):
+      w, h = v.size
+      out[f"{tag}/video{j}"] = (v.gif_bytes(), h, w)
   return out
 
 
