@@ -56,16 +56,21 @@ TINY_BACKENDS = {
     "segment_video": {"num_queries": 2, "condition_shape": _SEG_CONDITION},
     "generate_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_GENERATOR's
     "edit_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_EDITOR's
-    "generate_video": {"num_queries": 4, "condition_shape": (8, 24)},
-    "image_to_video": {"num_queries": 4, "condition_shape": (8, 24)},
-    "edit_video": {"num_queries": 4, "condition_shape": (8, 24)},
+    "generate_video": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_VIDEO's
+    "image_to_video": {"num_queries": 4, "condition_shape": (32, 32)},
+    "edit_video": {"num_queries": 4, "condition_shape": (32, 32)},
 }
 IMAGE_MODULES = ("segment_image", "generate_image", "edit_image")
 QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 
 
-ARGS = ("", "quick", "quick_gen", "segmenter", "generator", "editor")
+ARGS = ("", "quick", "quick_gen", "segmenter", "generator", "editor", "video_generator",
+        "video_animator", "video_editor")
+#: the video backends' config fields under `model` -> (their module, their stage)
+VIDEO_BACKENDS = {"video_generator": ("generate_video", "s0_video_generator"),
+                  "video_animator": ("image_to_video", "s0_video_animator"),
+                  "video_editor": ("edit_video", "s0_video_editor")}
 
 
 def get_config(arg: str = ""):
@@ -77,6 +82,8 @@ def get_config(arg: str = ""):
     return get_config("quick_gen").stages.s0_generator
   if arg == "editor":  # the image editing backend's pretraining alone (stage s0)
     return get_config("quick_gen").stages.s0_editor
+  if arg in VIDEO_BACKENDS:  # a video backend's pretraining alone (stage s0 of the full job)
+    return get_config("").stages[VIDEO_BACKENDS[arg][1]]
   quick = arg in ("quick", "quick_gen")
   # the image generator and editor join the step in the full job and in quick_gen, not in
   # quick: their 3000-step stages would take it past its few minutes (BUILD_NOTES.md)
@@ -132,6 +139,12 @@ def get_config(arg: str = ""):
     c.model.editor = ml_collections.ConfigDict(dict(TINY_EDITOR))
     c.task.backend_rows.edit_image = 8
     c.stages.s0_editor = editor_stage(c, quick)
+  if not quick:  # the video backends (frozen; pretrained by their s0 stages)
+    for field, (module, stage) in VIDEO_BACKENDS.items():
+      c.model[field] = ml_collections.ConfigDict(dict(TINY_VIDEO))
+      c.model[field].num_frames = c.data.pixelworld.num_frames
+      c.task.backend_rows[module] = 4
+      c.stages[stage] = video_stage(c, field)
   return c
 
 
@@ -224,6 +237,26 @@ def editor_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s = _stage_base(c, "pixelworld_editor", steps=3000 if quick else 8000, batch=16,
                   lr=1e-3, warmup=50)
   s.model = ml_collections.ConfigDict(dict(editor=dict(c.model.editor.to_dict())))
+  return s
+
+
+#: the video backends at PixelWorld size (`train.video_diffusion`): the image generator's sizes
+#: as a pixel-space UNet3D (temporal convolutions and attention mix the frames)
+TINY_VIDEO = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1, heads=4,
+                  text_width=32, text_len=32, steps=25, guidance=1.0, condition_dropout=0.1,
+                  object_weight=5.0, prediction="sample", min_snr_gamma=0.0)
+VIDEO_TASKS = {"video_generator": "pixelworld_video_generator",
+               "video_animator": "pixelworld_video_animator",
+               "video_editor": "pixelworld_video_editor"}
+
+
+def video_stage(c, field: str) -> ml_collections.ConfigDict:
+  """Stage s0 of a video backend (`field`: video_generator: text -> video, task
+  `pixelworld_video_generator`; video_animator: first frame + text -> video; video_editor:
+  source video + text -> the recoloured video), under the parameter path the VITRON run keeps
+  it (`backends/<module>/`), where it stays frozen."""
+  s = _stage_base(c, VIDEO_TASKS[field], steps=3000, batch=16, lr=1e-3, warmup=50)
+  s.model = ml_collections.ConfigDict({field: dict(c.model[field].to_dict())})
   return s
 
 

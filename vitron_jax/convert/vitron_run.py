@@ -35,6 +35,13 @@ writes
         editor.json       as generator.json (no phrases; the layout draws the command's
                           pooled embedding in each box, after the inpainting channels); the
                           repaint region is the union of the invocation's boxes grown by 1 px
+    backends/generate_video/, image_to_video/, edit_video/   when the run attached the video
+        unet/             backends (`train.video_diffusion`): diffusers `UNet3DConditionModel`
+                          folders in pixel space (in_channels = 3 * pixel_patch^2, plus as
+                          many again after them for image_to_video: the first frame on every
+                          frame, and edit_video: the source video frame by frame)
+        text_encoder/, scheduler/ as the generator's; <what>.json as generator.json, with
+                          num_frames and what the UNet's extra channels hold
 
 from the newest checkpoint of the run (or `step`).
 """
@@ -47,7 +54,7 @@ import numpy as np
 
 from vitron_jax.backends.segmentation.sam import SamModel
 from vitron_jax.convert.clip import save_clip_text, save_clip_vision
-from vitron_jax.convert.diffusers import save_unet2d
+from vitron_jax.convert.diffusers import save_unet2d, save_unet3d
 from vitron_jax.convert.heads import save_heads
 from vitron_jax.convert.llama import save_llama
 from vitron_jax.convert.safetensors_io import write_json, write_weights
@@ -72,18 +79,25 @@ def export_run(workdir: str | os.PathLike, dst: str | os.PathLike, *, step: int 
   write_json(vcfg.to_dict(), dst / "vitron.json")
   for m, att in getattr(bot.task, "backends", {}).items():
     folder = dst / "backends" / m
-    if m in ("generate_image", "edit_image"):
+    if m in PIXEL_DIFFUSION_MODULES:
       _save_pixel_diffusion(att.backend, params["backends"][m], folder)
     else:
       _save_segmenter(att.segmenter, params["backends"][att.params_of], folder)
   return dst
 
 
+#: the modules whose backends are `train.pixel_diffusion` ones (images and videos)
+PIXEL_DIFFUSION_MODULES = ("generate_image", "edit_image", "generate_video", "image_to_video",
+                           "edit_video")
+
+
 def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
-  """The image generator or editor (`train.pixel_diffusion`): diffusers UNet, transformers CLIP
-  text encoder, DDIM scheduler config and `<what>.json`."""
+  """A pixel-space diffusion backend (`train.pixel_diffusion`, `train.video_diffusion`):
+  diffusers UNet (2-D, or 3-D for videos), transformers CLIP text encoder, DDIM scheduler
+  config and `<what>.json`."""
   models = backend.models
-  save_unet2d(models.unet, params["unet"], folder / "unet")
+  video = backend.output == "videos"
+  (save_unet3d if video else save_unet2d)(models.unet, params["unet"], folder / "unet")
   save_clip_text(models.text_encoder, params["text_encoder"], folder / "text_encoder")
   write_json(models.scheduler.to_diffusers_config(), folder / "scheduler" /
              "scheduler_config.json")
@@ -97,6 +111,11 @@ def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
   if "max_phrases" in f:  # the generator's GLIGEN grounding
     meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases,
                 gligen_beta=float(f["gligen_beta"]))
+  if video:
+    meta["num_frames"] = backend.num_frames
+    meta["concat"] = {"": "none", "source_images": "the first frame's latents on every frame",
+                      "source_videos": "the source video's latents, frame by frame"}[
+                          backend.source] + " (appended after the noisy latents)"
   meta["grounding_layout"] = bool(models.grounding_layout)
   if models.grounding_layout:
     what = "phrase" if "max_phrases" in f else "command (one per box)"

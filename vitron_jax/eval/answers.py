@@ -35,7 +35,10 @@ BACKEND_SUBTASKS = tuple(k for k, v in PRIMARY.items() if v == "routing")
 #: rows scoring what an attached backend made of the answers (`train.vitron_backends`):
 #: row name -> its primary metric
 OUTPUT_ROWS: dict[str, str] = {"ref_seg_masks": "mask_iou", "video_seg_masks": "tracking_iou",
-                               "t2i_images": "colour_right", "edit_images": "edit_right"}
+                               "t2i_images": "colour_right", "edit_images": "edit_right",
+                               "t2v_videos": "direction_right",
+                               "i2v_videos": "direction_right",
+                               "video_edit_videos": "edit_right"}
 
 
 def primary_metric(row: str) -> str:

@@ -19,8 +19,9 @@ Backends: the run's attached backends are built in (`train.vitron_backends`), ea
 invocation and the condition made from the signal embeddings of the turn: the image segmenter
 writes the mask as ``turn{N}_segment_image_mask.png`` and the image with the mask tinted as
 ``..._overlay.png``; the image generator writes ``turn{N}_generate_image.png`` (its command,
-and GLIGEN boxes where the invocation has them). `backends=` adds or overrides others by
-module name.
+and GLIGEN boxes where the invocation has them), the image editor ``turn{N}_edit_image.png``;
+the video backends (text -> video, image -> video, video editing) write the clip as
+``turn{N}_<module>.gif``. `backends=` adds or overrides others by module name.
 """
 from __future__ import annotations
 

@@ -77,6 +77,7 @@ class PixelDiffusion:
   condition dropout off (the frozen backend inside the VITRON step sees every condition)."""
 
   module = what = ""
+  output = "images"  # the key of what the backend's `run` makes
   DEFAULTS: dict[str, Any] = COMMON
   backend_cls: Any = None
 
@@ -98,21 +99,13 @@ class PixelDiffusion:
     if not 0 <= nc < n:
       raise ValueError(f"{self.what} conv_blocks must be in [0, {n}) for channels {ch}, got "
                        f"{nc}")
-    c = 3 * pp * pp
-    unet = UNet2DConditionConfig(
-        sample_size=self.latent_size, out_channels=c, block_out_channels=ch,
-        down_block_types=("DownBlock2D",) * nc + ("CrossAttnDownBlock2D",) * (n - nc),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - nc) + ("UpBlock2D",) * nc,
-        layers_per_block=int(f["layers_per_block"]), norm_num_groups=8,
-        cross_attention_dim=tw, attention_head_dim=int(f["heads"]),
-        **self._unet_fields(c))
-    unet.validate()
+    unet = self._unet(ch, nc, 3 * pp * pp, tw)
     text = CLIPTextConfig(vocab_size=self.eot + 1, hidden_size=tw, intermediate_size=4 * tw,
                           num_hidden_layers=int(f["text_layers"]),
                           num_attention_heads=max(1, tw // 8),
                           max_position_embeddings=self.text_len, projection_dim=tw,
                           pad_token_id=self.eot, bos_token_id=self.bos, eos_token_id=self.eot)
-    self.models = P.DiffusionModels(unet=UNet2DConditionModel(unet), vae=None,
+    self.models = P.DiffusionModels(unet=unet, vae=None,
                                     scheduler=scheduler(str(f["prediction"])),
                                     text_encoder=CLIPTextModel(text), pixel_patch=pp,
                                     grounding_layout=self._grounding_layout())
@@ -121,6 +114,27 @@ class PixelDiffusion:
         height=image_size, width=image_size,
         condition_dropout=float(f["condition_dropout"]) if training else 0.0,
         min_snr_gamma=float(f["min_snr_gamma"]) or None, **self._backend_fields()))
+
+  def _unet(self, channels: tuple[int, ...], conv_blocks: int, latent_channels: int,
+            text_width: int) -> Any:
+    """The UNet (a 2-D one here; the video backends build a 3-D one): the first
+    `conv_blocks` blocks convolutional, the others cross-attending to the condition."""
+    n, f = len(channels), self.fields
+    unet = UNet2DConditionConfig(
+        sample_size=self.latent_size, out_channels=latent_channels, block_out_channels=channels,
+        down_block_types=("DownBlock2D",) * conv_blocks + ("CrossAttnDownBlock2D",) * (
+            n - conv_blocks),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - conv_blocks) + ("UpBlock2D",) * conv_blocks,
+        layers_per_block=int(f["layers_per_block"]), norm_num_groups=8,
+        cross_attention_dim=text_width, attention_head_dim=int(f["heads"]),
+        **self._unet_fields(latent_channels))
+    unet.validate()
+    return UNet2DConditionModel(unet)
+
+  def _unet_sample(self) -> jax.Array:
+    """A zero UNet input of one example (`init`): `[1, s, s, in_channels]`."""
+    s = self.latent_size
+    return jnp.zeros((1, s, s, self.models.unet.config.in_channels))
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
     """The UNet's input channels and any further fields (subclasses)."""
@@ -151,9 +165,8 @@ class PixelDiffusion:
 
   def init(self, rng: jax.Array):
     r1, r2 = jax.random.split(rng)
-    s, d = self.latent_size, self.models.unet.config.cross_attention_dim
-    c_in = self.models.unet.config.in_channels
-    unet = self.models.unet.init(r1, jnp.zeros((1, s, s, c_in)), jnp.zeros((1,)),
+    d = self.models.unet.config.cross_attention_dim
+    unet = self.models.unet.init(r1, self._unet_sample(), jnp.zeros((1,)),
                                  jnp.zeros((1, self.text_len, d)),
                                  **self._unet_inputs())["params"]
     text = self.models.text_encoder.init(
@@ -216,5 +229,6 @@ class PixelDiffusion:
 
   def sample_images(self, params, batch: Mapping[str, jax.Array], condition: jax.Array,
                     rng: jax.Array) -> jax.Array:
-    """Images `[B, H, W, 3]` in [0, 1] from conditions (jit-able)."""
-    return self.backend.run(params, self.backend_batch(batch), condition, rng)["images"]
+    """Images `[B, H, W, 3]` (videos `[B, T, H, W, 3]` for the video backends, whose
+    `output` is "videos") in [0, 1] from conditions (jit-able)."""
+    return self.backend.run(params, self.backend_batch(batch), condition, rng)[self.output]

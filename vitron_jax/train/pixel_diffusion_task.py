@@ -30,7 +30,7 @@ from vitron_jax.data.sources import pixelworld_stage_data
 from vitron_jax.nn.partitioning import replicate_like
 
 #: example fields only training has (the run inputs are the others)
-TARGET_FIELDS = ("images", "pixel_weights")
+TARGET_FIELDS = ("images", "videos", "pixel_weights")
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -96,7 +96,8 @@ class PixelDiffusionTask:
     return {f"backend_{self.module}": rf"^backends/{self.module}/"}
 
   def images(self, params, samples, seed: int = 0) -> np.ndarray:
-    """uint8 images `[n, H, W, 3]` made from each sample's expected invocation."""
+    """uint8 images `[n, H, W, 3]` (videos `[n, T, H, W, 3]`) made from each sample's expected
+    invocation."""
     rows = [self.encoder(s) for s in samples]
     batch = {k: np.stack([r[k] for r in rows]) for k in self.backend.spec()
              if k not in TARGET_FIELDS}

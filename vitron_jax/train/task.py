@@ -89,6 +89,10 @@ _LAZY: dict[str, str] = {
     "pixelworld_segmenter": "vitron_jax.train.segmenter_task",  # segmentation backend
     "pixelworld_generator": "vitron_jax.train.generator_task",  # image generation backend
     "pixelworld_editor": "vitron_jax.train.editor_task",  # image editing backend
+    # video backends: text -> video, image -> video, video editing
+    "pixelworld_video_generator": "vitron_jax.train.video_diffusion_task",
+    "pixelworld_video_animator": "vitron_jax.train.video_diffusion_task",
+    "pixelworld_video_editor": "vitron_jax.train.video_diffusion_task",
 }
 
 

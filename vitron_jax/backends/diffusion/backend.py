@@ -199,22 +199,25 @@ class DiffusionBackend(Backend):
 
   # -- helpers ------------------------------------------------------------------------------
   def _pixel_weights(self, batch, x0) -> jax.Array | None:
-    """`batch["pixel_weights"]` `[B, H, W]` (image frame; e.g. objects weighted above the
-    background) -> weights on the latents: per latent cell, the mean of its pixels'."""
+    """`batch["pixel_weights"]` `[B, H, W]` (images) or `[B, T, H, W]` (videos; e.g. objects
+    weighted above the background) -> weights on the latents: per latent cell, the mean of its
+    pixels' (in pixel space, each pixel's own weight on its colour channels)."""
     if "pixel_weights" not in batch:
       return None
-    if self.video:
-      raise ValueError(f"{self.module}: pixel_weights are implemented for image backends")
     w = jnp.asarray(batch["pixel_weights"], jnp.float32)
     f = self.models.vae_factor
-    b, h, wd = x0.shape[0], x0.shape[1], x0.shape[2]
-    if w.shape != (b, h * f, wd * f):
-      raise ValueError(f"{self.module}: pixel_weights must be [{b}, {h * f}, {wd * f}] (the "
-                       f"images' height and width), got {tuple(w.shape)}")
-    cell = w.reshape(b, h, f, wd, f).mean(axis=(2, 4))
+    lead, (h, wd) = x0.shape[:-3], x0.shape[-3:-1]
+    if w.shape != lead + (h * f, wd * f):
+      what = "[B, T, H, W]: the videos'" if self.video else "[B, H, W]: the images'"
+      raise ValueError(f"{self.module}: pixel_weights must be {list(lead + (h * f, wd * f))} "
+                       f"({what} size), got {tuple(w.shape)}")
+    flat = w.reshape((-1, h * f, wd * f))
     if self.models.vae is None:  # pixel space: each latent channel is one pixel's colour
-      return P.space_to_depth(jnp.repeat(w[..., None], 3, axis=-1), f)
-    return jnp.broadcast_to(cell[..., None], x0.shape)
+      out = P.space_to_depth(jnp.repeat(flat[..., None], 3, axis=-1), f)
+    else:
+      cell = flat.reshape(-1, h, f, wd, f).mean(axis=(2, 4))
+      out = jnp.broadcast_to(cell[..., None], cell.shape + x0.shape[-1:])
+    return out.reshape(x0.shape)
 
   def uncond_condition(self, params, batch: int) -> jax.Array:
     """`[B, L, D]` unconditional context: the text encoder on the empty prompt."""

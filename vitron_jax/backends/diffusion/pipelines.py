@@ -435,14 +435,24 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
 def text_to_video(models: DiffusionModels, params, condition: jax.Array,
                   uncond_condition: jax.Array | None = None, *, noise: jax.Array,
                   num_inference_steps: int = 50, guidance_scale: float = 9.0,
-                  rng: jax.Array | None = None, progress=False) -> dict[str, jax.Array]:
+                  rng: jax.Array | None = None, progress=False,
+                  concat_latents: jax.Array | None = None) -> dict[str, jax.Array]:
   """Text -> video with a UNet3D (ZeroScope), `noise` `[B, T, h, w, c]` (diffusers'
-  `TextToVideoSDPipeline`)."""
+  `TextToVideoSDPipeline`); `concat_latents` `[B, T, h, w, k]`: channels appended to the
+  UNet's input at every step (a video backend conditioned on a first frame or a source video,
+  `in_channels = c + k`)."""
   b = _check_condition(models, condition, uncond_condition)
   _check_noise(models, noise, b, frames=True)
+  if concat_latents is not None and (concat_latents.shape[:-1] != noise.shape[:-1] or
+                                     noise.shape[-1] + concat_latents.shape[-1]
+                                     != models.unet.config.in_channels):
+    raise ValueError(f"concat_latents {tuple(concat_latents.shape)} must match the noise "
+                     f"{tuple(noise.shape)} but in channels, which must add up to the UNet's "
+                     f"in_channels {models.unet.config.in_channels}")
   state = S.make_state(models.scheduler, num_inference_steps)
   latents = _common(models, params, state, sampling.initial_latents(state, noise), condition,
-                    uncond_condition, guidance_scale, {}, None, None, rng, progress)
+                    uncond_condition, guidance_scale, {}, None, None, rng, progress,
+                    concat_latents=concat_latents)
   return {"latents": latents, "videos": decode_latents(models, params, latents)}
 
 
