@@ -50,15 +50,46 @@ TINY_SEGMENTER = dict(patch_size=4, hidden=32, width=16, layers=2, window=4, num
                       text_dim=64, text_len=16)
 _SEG_CONDITION = (TINY_SEGMENTER["num_signal_tokens"], TINY_SEGMENTER["width"])
 
+#: the image generation backend at PixelWorld size (`train.generator`): 4-px pixel patches (an
+#: 8 x 8 grid), a 64/64 GLIGEN UNet predicting the clean image, a 2-layer 32-wide CLIP text
+#: encoder (commands up to 30 words), object pixels weighted 5x in the loss, the boxes and
+#: their phrases drawn as input channels (`layout`) and sampled without classifier-free
+#: guidance (1.0: with the layout, guidance 1.5 drew fewer objects in their boxes; BUILD_NOTES)
+TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
+                      heads=4, text_width=32, text_layers=2, text_len=32, phrase_len=6,
+                      max_phrases=4, steps=25, guidance=1.0, gligen_beta=1.0,
+                      condition_dropout=0.1, object_weight=5.0, prediction="sample",
+                      min_snr_gamma=0.0, gate_init=1.0, layout=True)
+
+#: the image editing backend at PixelWorld size (`train.editor`): the generator's UNet and text
+#: encoder sizes, as an inpainting UNet (the source outside the invocation's boxes is an input)
+TINY_EDITOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
+                   heads=4, text_width=32, text_layers=2, text_len=32, steps=25, guidance=1.5,
+                   condition_dropout=0.1, object_weight=5.0, prediction="sample",
+                   min_snr_gamma=0.0)
+
+#: the video backends at PixelWorld size (`train.video_diffusion`): the image generator's sizes
+#: as a pixel-space UNet3D (temporal convolutions and attention mix the frames); commands up to
+#: 34 tokens (three moving objects on a curve: 33)
+TINY_VIDEO = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1, heads=4,
+                  text_width=32, text_len=36, steps=25, guidance=1.0, condition_dropout=0.1,
+                  object_weight=5.0, prediction="sample", min_snr_gamma=0.0)
+
+
+def _text_condition(fields: dict) -> tuple[int, int]:
+  """A diffusion backend's native condition shape: its text encoder's `[text_len, width]`."""
+  return (fields["text_len"], fields["text_width"])
+
+
 # K query slots and condition shapes of the tiny backends (vitron_jax.backends at tiny size)
 TINY_BACKENDS = {
     "segment_image": {"num_queries": 2, "condition_shape": _SEG_CONDITION},  # TINY_SEGMENTER's
     "segment_video": {"num_queries": 2, "condition_shape": _SEG_CONDITION},
-    "generate_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_GENERATOR's
-    "edit_image": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_EDITOR's
-    "generate_video": {"num_queries": 4, "condition_shape": (32, 32)},  # TINY_VIDEO's
-    "image_to_video": {"num_queries": 4, "condition_shape": (32, 32)},
-    "edit_video": {"num_queries": 4, "condition_shape": (32, 32)},
+    "generate_image": {"num_queries": 4, "condition_shape": _text_condition(TINY_GENERATOR)},
+    "edit_image": {"num_queries": 4, "condition_shape": _text_condition(TINY_EDITOR)},
+    "generate_video": {"num_queries": 4, "condition_shape": _text_condition(TINY_VIDEO)},
+    "image_to_video": {"num_queries": 4, "condition_shape": _text_condition(TINY_VIDEO)},
+    "edit_video": {"num_queries": 4, "condition_shape": _text_condition(TINY_VIDEO)},
 }
 IMAGE_MODULES = ("segment_image", "generate_image", "edit_image")
 QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
@@ -114,7 +145,7 @@ def get_config(arg: str = ""):
   c.data.global_batch = 64    # ~200 answer tokens per 16 rows: too little signal per step
   c.train.steps = 800 if quick else 3000
   c.train.log_every = 10
-  c.train.eval_every = 0 if quick else 1000
+  c.train.eval_every = 0                 # at the end only: evaluations cost minutes here
   c.train.eval_at_end = True
   # quick scores unseen samples of the training distribution first ("val": did it learn the
   # tasks?), then unseen attribute combinations ("heldout": does it generalise?)
@@ -122,6 +153,9 @@ def get_config(arg: str = ""):
                                           num_samples=448 if quick else 300,
                                           pictures=1, batch_size=16, max_new_tokens=48))
   c.checkpoint.every_steps = 100 if quick else 500
+  # the stages train two at a time, each pinned to one of the 2 cores: ~1.2-1.4x the throughput
+  # of one stage alone (a stage's small steps keep ~1.4 cores busy; BUILD_NOTES.md)
+  c.train.parallel_stages = 2
   # the image segmenter joins the VITRON step (frozen; pretrained by stage s0), 8 rows a step
   c.model.segmenter = ml_collections.ConfigDict(dict(TINY_SEGMENTER))
   # its mask loss at 1/4 (quick, val: QA 0.52 vs 0.42 at 1.0, other rows within noise;
@@ -199,16 +233,6 @@ def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
   return s
 
 
-#: the image generation backend at PixelWorld size (`train.generator`): 4-px pixel patches (an
-#: 8 x 8 grid), a 64/64 GLIGEN UNet predicting the clean image, a 2-layer 32-wide CLIP text
-#: encoder (commands up to 30 words), object pixels weighted 5x in the loss, the boxes and
-#: their phrases drawn as input channels (`layout`) and sampled without classifier-free
-#: guidance (1.0: with the layout, guidance 1.5 drew fewer objects in their boxes; BUILD_NOTES)
-TINY_GENERATOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
-                      heads=4, text_width=32, text_layers=2, text_len=32, phrase_len=6,
-                      max_phrases=4, steps=25, guidance=1.0, gligen_beta=1.0,
-                      condition_dropout=0.1, object_weight=5.0, prediction="sample",
-                      min_snr_gamma=0.0, gate_init=1.0, layout=True)
 
 
 def generator_stage(c, quick: bool) -> ml_collections.ConfigDict:
@@ -221,12 +245,6 @@ def generator_stage(c, quick: bool) -> ml_collections.ConfigDict:
   return s
 
 
-#: the image editing backend at PixelWorld size (`train.editor`): the generator's UNet and text
-#: encoder sizes, as an inpainting UNet (the source outside the invocation's boxes is an input)
-TINY_EDITOR = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1,
-                   heads=4, text_width=32, text_layers=2, text_len=32, steps=25, guidance=1.5,
-                   condition_dropout=0.1, object_weight=5.0, prediction="sample",
-                   min_snr_gamma=0.0)
 
 
 def editor_stage(c, quick: bool) -> ml_collections.ConfigDict:
@@ -240,11 +258,6 @@ def editor_stage(c, quick: bool) -> ml_collections.ConfigDict:
   return s
 
 
-#: the video backends at PixelWorld size (`train.video_diffusion`): the image generator's sizes
-#: as a pixel-space UNet3D (temporal convolutions and attention mix the frames)
-TINY_VIDEO = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_block=1, heads=4,
-                  text_width=32, text_len=32, steps=25, guidance=1.0, condition_dropout=0.1,
-                  object_weight=5.0, prediction="sample", min_snr_gamma=0.0)
 VIDEO_TASKS = {"video_generator": "pixelworld_video_generator",
                "video_animator": "pixelworld_video_animator",
                "video_editor": "pixelworld_video_editor"}

@@ -129,7 +129,9 @@ def _item(step_dir, item):
 
 @pytest.mark.slow
 def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
-  args = ("--config.stages.s1_vision.train.steps=3", "--config.stages.s1_vision.data.global_batch=8",
+  # the stages' fields as test_serve_chat's run has them, so the session's compilation cache
+  # gives one run the other's stage programs
+  args = ("--config.stages.s1_vision.train.steps=2", "--config.stages.s1_vision.data.global_batch=4",
           "--config.stages.s1_vision.optim.warmup_steps=1",
           "--config.stages.s0_segmenter.train.steps=2",
           "--config.stages.s0_segmenter.data.global_batch=4",
@@ -146,7 +148,7 @@ def test_stage_hands_its_vision_tower_to_the_main_run(tmp_path):
           "--config.data.global_batch=4", "--config.train.eval_at_end=False",
           "--config.optim.freeze=('frontend/vision_tower/',)", "--config.log.tensorboard=False")
   proc = run_train(tmp_path, *args, devices=1, config=CONFIG, timeout=1200)
-  stage_dir = tmp_path / "stages" / "s1_vision" / "checkpoints" / "3"
+  stage_dir = tmp_path / "stages" / "s1_vision" / "checkpoints" / "2"
   assert stage_dir.is_dir() and (tmp_path / "checkpoints" / "2").is_dir()
   assert f"from {stage_dir}" in proc.stderr
   # frozen in the main run, the tower is exactly the stage's

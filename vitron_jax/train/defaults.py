@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 0               # steps between evaluations (0 = only at the end, if any)
   c.train.eval_at_end = True
   c.train.matmul_precision = "default"  # jax_default_matmul_precision ("highest" for tests)
+  c.train.parallel_stages = 1          # config.stages trained at once, each a process pinned to
+                                       # its share of the CPUs (1: in turn; CPU hosts only)
 
   c.data = ml_collections.ConfigDict()
   c.data.global_batch = 8              # sequences per optimizer step, over all hosts

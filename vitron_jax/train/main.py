@@ -24,20 +24,12 @@ flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics, TensorBo
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def quiet_library_logs() -> None:
-  """orbax logs every file it renames at INFO through absl; keep its warnings only."""
-  def keep(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not any(
-        f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
-  logging.getLogger("absl").addFilter(keep)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
-  quiet_library_logs()
-  from vitron_jax.train import loop  # pylint: disable=import-outside-toplevel  (after flags)
+  from vitron_jax.train import loop, metrics_log  # pylint: disable=import-outside-toplevel
+  metrics_log.quiet_library_logs()  # (after flags)
   workdir = os.path.abspath(FLAGS.workdir)
   summary = loop.train(FLAGS.config, workdir)
   logging.info("done: %s", {k: summary[k] for k in ("start_step", "final_step", "preempted")})

@@ -13,6 +13,7 @@ history of the state being trained (steps after the checkpoint were lost with th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -23,6 +24,15 @@ import numpy as np
 
 from vitron_jax.train import plots
 from vitron_jax.train.tensorboard import EventWriter
+
+
+def quiet_library_logs() -> None:
+  """Python logging of a run: orbax logs every file it renames at INFO through absl; keep its
+  warnings only."""
+  def keep(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not any(
+        f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
+  logging.getLogger("absl").addFilter(keep)
 
 
 def _jsonable(v: Any) -> Any:

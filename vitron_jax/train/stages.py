@@ -9,7 +9,9 @@ run), then returns the main config with every stage's final checkpoint folder ad
 `checkpoint.init_from`: the main run initialises the components those checkpoints hold (by
 parameter path, `checkpoint.load_params`) before its own first step. A stage whose summary
 says it finished is not run again, so rerunning the command resumes where it stopped.
-Overrides reach a stage's fields as `--config.stages.<name>.a.b=value`.
+Overrides reach a stage's fields as `--config.stages.<name>.a.b=value`. With
+`train.parallel_stages > 1` the stages still to train run at once, in pinned worker processes
+(`train.stage_workers`; CPU hosts).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import json
 import logging
 import os
 from typing import Any, Callable
+
+from vitron_jax.train import stage_workers
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +57,42 @@ def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
   stages = config.get("stages")
   if not stages:
     return config, None
-  sources = init_sources(config)
-  for name in sorted(stages.keys()):
+  workers = int(config.train.get("parallel_stages", 1))
+  stage_workers.check_allowed(config, workers)
+  cpus = len(os.sched_getaffinity(0))
+  if workers > cpus:  # a speed setting: fewer workers on a smaller host, never an error
+    log.warning("train.parallel_stages=%d but this process may use %d CPUs: %d workers",
+                workers, cpus, cpus)
+    workers = cpus
+  names = sorted(stages.keys())
+  pending = []
+  for name in names:
     sub = stages[name]
     if sub.get("stages"):
       raise ValueError(f"config.stages.{name} has stages of its own; stages do not nest")
     where = os.path.join(workdir, STAGES_DIR, name)
-    steps = int(sub.train.steps)
-    done = _finished(where, steps)
+    done = _finished(where, int(sub.train.steps))
     if done is None:
-      log.info("stage %s (task %s, %d steps) in %s", name, sub.task.name, steps, where)
+      pending.append((name, sub, where))
+    else:
+      log.info("stage %s already finished: %s", name, done)
+  if workers > 1 and len(pending) > 1:
+    summary = stage_workers.run_parallel(pending, workers)
+    if summary is not None:
+      return config, summary
+  else:
+    for name, sub, where in pending:
+      log.info("stage %s (task %s, %d steps) in %s", name, sub.task.name,
+               int(sub.train.steps), where)
       summary = train_fn(sub, where)
       if summary.get("preempted"):
         return config, summary
-      done = _finished(where, steps)
-      if done is None:
-        raise RuntimeError(f"stage {name!r} ended without a final checkpoint in {where}")
-    else:
-      log.info("stage %s already finished: %s", name, done)
+  sources = init_sources(config)
+  for name in names:  # in name order whatever order they ran in: later folders win
+    where = os.path.join(workdir, STAGES_DIR, name)
+    done = _finished(where, int(stages[name].train.steps))
+    if done is None:
+      raise RuntimeError(f"stage {name!r} ended without a final checkpoint in {where}")
     sources.append(done)
   with config.unlocked():
     config.checkpoint.init_from = ",".join(sources)
