@@ -200,13 +200,17 @@ def train(config: Any, workdir: str) -> dict[str, Any]:
     data.set_state(data_state)
     log.info("resumed from %s", ckpt.step_dir(start))
   else:
-    state, start = S.init_state(task.init, optimizer, shardings, seed), 0
+    given = None
     for src in init_sources(config):  # later folders win where two hold a parameter
       loaded, paths = C.load_params(src, abstract.params, task.components())
-      state = state.replace(params=jax.tree_util.tree_map(
-          lambda new, old: old if new is None else new, loaded, state.params,
-          is_leaf=lambda x: x is None))
+      given = loaded if given is None else jax.tree_util.tree_map(
+          lambda new, old: old if new is None else new, loaded, given,
+          is_leaf=lambda x: x is None)
       log.info("initialised %d parameter arrays from %s", len(paths), src)
+    # the loaded parameters are never initialised; the rest, one jitted init per component
+    state = S.init_state(task.init, optimizer, shardings, seed, given=given,
+                         groups=task.components())
+    start = 0
 
   step_fn = ST.jit_train_step(
       ST.make_train_step(task, optimizer, mask, schedule,
