@@ -153,12 +153,12 @@ def get_config(arg: str = ""):
                                           num_samples=448 if quick else 300,
                                           pictures=1, batch_size=16, max_new_tokens=48))
   c.checkpoint.every_steps = 100 if quick else 500
-  # the full job's stages train two at a time, each pinned to one of the 2 cores: ~1.2-1.4x the
-  # throughput of one stage alone (a stage's small steps keep ~1.4 cores busy). Quick's two
-  # short stages train in turn: a stage on one core computes in other float order, and the
-  # quick run's ref_box row (near-constant boxes, at chance +- noise) fell below chance with
-  # them (0.042 vs 0.048; BUILD_NOTES.md)
-  c.train.parallel_stages = 1 if quick else 2
+  # stages train two at a time, each pinned to one of the 2 cores: ~1.2-1.4x the throughput of
+  # one stage alone (a stage's small steps keep ~1.4 cores busy). Quick's two short stages
+  # train in turn: a stage on one core computes in another float order, and the quick run's
+  # ref_box row (near-constant boxes, at chance +- noise) fell below chance with them (0.042
+  # vs 0.048; BUILD_NOTES.md)
+  c.train.parallel_stages = 1 if arg == "quick" else 2
   # the image segmenter joins the VITRON step (frozen; pretrained by stage s0), 8 rows a step
   c.model.segmenter = ml_collections.ConfigDict(dict(TINY_SEGMENTER))
   # its mask loss at 1/4 (quick, val: QA 0.52 vs 0.42 at 1.0, other rows within noise;
