@@ -3,13 +3,11 @@ processes train the same stages as training them in turn, hand them to the main 
 order, and stop cleanly on SIGTERM."""
 import json
 import os
-import signal
-import time
 
 import numpy as np
 import pytest
 
-from train_runs import ROOT, losses, run_train, start_train
+from train_runs import ROOT, losses, run_train, sigterm_when_ready, start_train
 from vitron_jax.train import stage_workers as SW
 from vitron_jax.train.defaults import base_config
 
@@ -99,18 +97,8 @@ def test_sigterm_stops_every_stage_with_a_checkpoint(tmp_path, config_file):
                      "--config.stages.a_first.debug.sleep_per_step=0.3",
                      "--config.stages.b_second.debug.sleep_per_step=0.3",
                      devices=1, config=config_file, log_path=tmp_path / "log.txt")
-  try:
-    deadline = time.monotonic() + 240
-    while any(len(losses(run / "stages" / n)) < 2 for n in STAGES):
-      assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-      assert time.monotonic() < deadline, "the stages did not start in time"
-      time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=180)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait(timeout=30)
+  rc = sigterm_when_ready(proc, lambda: all(len(losses(run / "stages" / n)) >= 2 for n in STAGES),
+                          tmp_path / "log.txt", start_timeout=240, stop_timeout=180)
   assert rc == 0, (tmp_path / "log.txt").read_text()[-3000:]
   for name in STAGES:
     summary = json.loads((run / "stages" / name / "summary.json").read_text())

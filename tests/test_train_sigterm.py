@@ -1,9 +1,8 @@
 """SIGTERM during training: a checkpoint is finished, exit status 0, and a resumed run
 continues from it with the losses of an uninterrupted run."""
-import signal
-import time
 
-from train_runs import checkpoint_steps, events, losses, run_train, start_train
+from train_runs import (checkpoint_steps, events, losses, run_train, sigterm_when_ready,
+                        start_train)
 
 
 def test_sigterm_saves_and_exits_zero_then_resume_continues(tmp_path):
@@ -13,18 +12,8 @@ def test_sigterm_saves_and_exits_zero_then_resume_continues(tmp_path):
   proc = start_train(run, "--config.train.steps=1000", "--config.checkpoint.every_steps=1000",
                      "--config.debug.sleep_per_step=0.3", cache_dir=cache,
                      log_path=tmp_path / "log.txt")
-  try:
-    deadline = time.monotonic() + 180
-    while len(losses(run)) < 2:
-      assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-      assert time.monotonic() < deadline, "training did not start in time"
-      time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=120)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait(timeout=30)
+  rc = sigterm_when_ready(proc, lambda: len(losses(run)) >= 2, tmp_path / "log.txt",
+                          start_timeout=180, stop_timeout=120)
   assert rc == 0, (tmp_path / "log.txt").read_text()[-3000:]
   stopped = max(losses(run))
   assert stopped < 1000

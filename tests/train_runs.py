@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +49,24 @@ def start_train(workdir, *overrides: str, devices: int = 8, cache_dir=None, log_
   out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
   return subprocess.Popen(command(workdir, *overrides, config=config), cwd=ROOT, env=env,
                           stdout=out, stderr=subprocess.STDOUT)
+
+
+def sigterm_when_ready(proc: subprocess.Popen, ready, log_path, *, start_timeout: float,
+                       stop_timeout: float) -> int:
+  """Wait until `ready()` (the run is training), send SIGTERM and return the exit code; fail
+  with the log's end if the run exits or stalls first; never leave the process behind."""
+  try:
+    deadline = time.monotonic() + start_timeout
+    while not ready():
+      assert proc.poll() is None, Path(log_path).read_text()[-3000:]
+      assert time.monotonic() < deadline, "training did not start in time"
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=stop_timeout)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait(timeout=30)
 
 
 def records(workdir, kind: str | None = None) -> list[dict]:

@@ -88,7 +88,8 @@ def _tail(path: str, n: int = 4000) -> str:
     return f"(could not read {path}: {e})"
 
 
-def _summary(workdir: str) -> dict | None:
+def read_summary(workdir: str) -> dict | None:
+  """A run's `summary.json` (written by `loop.train` when it stops), or None before that."""
   path = os.path.join(workdir, "summary.json")
   if not os.path.exists(path):
     return None
@@ -138,7 +139,7 @@ def run_parallel(pending: list[tuple[str, Any, str]], workers: int) -> dict | No
         del running[g]
         free.append(g)
         where = os.path.dirname(log_path)
-        summary = _summary(where)
+        summary = read_summary(where)
         if proc.exitcode == 0 and summary is not None and summary.get("preempted"):
           log.warning("stage %s stopped by SIGTERM after step %s", name,
                       summary.get("final_step"))

@@ -15,7 +15,6 @@ Overrides reach a stage's fields as `--config.stages.<name>.a.b=value`. With
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Callable
@@ -38,12 +37,8 @@ def init_sources(config: Any) -> list[str]:
 
 def _finished(workdir: str, steps: int) -> str | None:
   """The final step folder of a finished stage run, else None."""
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    s = json.load(f)
-  if s.get("preempted") or int(s.get("final_step", -1)) < steps:
+  s = stage_workers.read_summary(workdir)
+  if s is None or s.get("preempted") or int(s.get("final_step", -1)) < steps:
     return None
   step_dir = os.path.join(workdir, "checkpoints", str(int(s["final_step"])))
   return step_dir if os.path.isdir(step_dir) else None
