@@ -76,6 +76,11 @@ TINY_VIDEO = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_bl
                   object_weight=5.0, prediction="sample", min_snr_gamma=0.0)
 
 
+#: ... and the text -> video one also takes the clip's layout from its invocation: each
+#: object's box in every frame, drawn frame by frame as input channels (`LayoutVideoBackend`)
+TINY_VIDEO_GENERATOR = dict(TINY_VIDEO, layout=True, max_phrases=4, phrase_len=6)
+
+
 def _text_condition(fields: dict) -> tuple[int, int]:
   """A diffusion backend's native condition shape: its text encoder's `[text_len, width]`."""
   return (fields["text_len"], fields["text_width"])
@@ -151,7 +156,10 @@ def get_config(arg: str = ""):
   # tasks?), then unseen attribute combinations ("heldout": does it generalise?)
   c.eval = ml_collections.ConfigDict(dict(split="val,heldout" if quick else "heldout",
                                           num_samples=448 if quick else 300,
-                                          pictures=1, batch_size=16, max_new_tokens=48))
+                                          pictures=1, batch_size=16,
+                                          # a text -> video answer plans its clip: up to 67
+                                          # tokens with three objects' boxes in two frames
+                                          max_new_tokens=48 if quick else 72))
   c.checkpoint.every_steps = 100 if quick else 500
   # stages train two at a time, each pinned to one of the 2 cores: ~1.2-1.4x the throughput of
   # one stage alone (a stage's small steps keep ~1.4 cores busy). Quick's two short stages
@@ -178,7 +186,8 @@ def get_config(arg: str = ""):
     c.stages.s0_editor = editor_stage(c, quick)
   if not quick:  # the video backends (frozen; pretrained by their s0 stages)
     for field, (module, stage) in VIDEO_BACKENDS.items():
-      c.model[field] = ml_collections.ConfigDict(dict(TINY_VIDEO))
+      c.model[field] = ml_collections.ConfigDict(
+          dict(TINY_VIDEO_GENERATOR if field == "video_generator" else TINY_VIDEO))
       c.model[field].num_frames = c.data.pixelworld.num_frames
       c.task.backend_rows[module] = 4
       c.stages[stage] = video_stage(c, field)

@@ -18,10 +18,15 @@ import pixelworld as EP  # noqa: E402
 
 from vitron_jax.data import pipeline  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
+from vitron_jax.data.pixelworld import vocab as V  # noqa: E402
 from vitron_jax.eval.generated_video import (DIRECTION_CHANCE, motion_scores,  # noqa: E402
                                              video_edit_scores)
 from vitron_jax.train.task import build_task  # noqa: E402
-from vitron_jax.train.video_diffusion import VideoAnimator, VideoGenerator  # noqa: E402
+from vitron_jax.backends.diffusion.gligen import GligenInputs  # noqa: E402
+from vitron_jax.backends.diffusion.layout import layout_map  # noqa: E402
+from vitron_jax.protocol import invocation as I  # noqa: E402
+from vitron_jax.train.video_diffusion import (VideoAnimator, VideoGenerator,  # noqa: E402
+                                              video_phrases_of)
 
 ARGS = ("video_generator", "video_animator", "video_editor")
 
@@ -54,7 +59,9 @@ def test_examples_of_every_video_subtask_and_their_errors(tasks):
     assert set(np.unique(e["pixel_weights"])) == {1.0, b.fields["object_weight"]}
     assert b.source == (sources[arg] or "")
     c = 3 * b.fields["pixel_patch"] ** 2
-    assert b.models.unet.config.in_channels == (2 * c if b.source else c)
+    layout = b.fields["text_width"] + b.fields["pixel_patch"] ** 2 if b.fields.get("layout") else 0
+    assert b.models.unet.config.in_channels == (2 * c if b.source else c) + layout
+    assert bool(layout) == (arg == "video_generator")
     assert b.backend.condition_shape == tuple(EP.TINY_BACKENDS[b.module]["condition_shape"])
     caption = PixelWorld(task.world_config, split="train", seed=0).sample(0, task="image_caption")
     with pytest.raises(pipeline.BadSampleError, match=f"not {task.what} sample"):
@@ -106,6 +113,60 @@ def test_loss_padding_rows_and_the_first_frame_conditions_the_clip(tasks):
   assert np.abs(task.images(params, dark).astype(int) - clips).mean() > 1.0
   with pytest.raises(ValueError, match="pixel_weights must be \\[4, 2, 32, 32\\]"):
     weighted(dict(batch, pixel_weights=np.ones((4, 32, 32), np.float32)), w)
+
+
+def test_the_text_to_video_layout_is_each_frames_boxes_drawn_in_that_frame(tasks):
+  """The invocation plans the clip (every object's box in every frame, object-major); frame
+  t's input channels are the image layout of frame t's boxes, so a box moved in frame 1 moves
+  only frame 1's channels, and the clip made follows it."""
+  task = tasks["video_generator"]
+  g = task.backend
+  s = next(x for x in _samples(task, 12) if len(x["objects"]) >= 2)
+  inv = I.find_invocation(s["conversations"][-1]["value"])
+  n = len(s["objects"])
+  assert len(inv.boxes) == 2 * n
+  for j, o in enumerate(s["objects"]):  # object j's boxes, frame by frame, are its true boxes
+    np.testing.assert_allclose(np.asarray(inv.boxes[2 * j:2 * j + 2]) * 32,
+                               np.asarray(o["boxes"], np.float32).reshape(-1, 4), atol=0.05)
+  e = g.inputs(inv.command, None, inv.boxes)
+  assert e["phrase_mask"].tolist() == [1.0] * n + [0.0] * (4 - n)
+  phrases = video_phrases_of(inv.command, n)
+  assert phrases == [f"{V.article(o['size'])} {o['size']} {o['colours'][0]} {o['shape']}"
+                     for o in s["objects"]]
+  params = flax.linen.meta.unbox(jax.jit(task.init)(jax.random.key(0)))
+  p = params["backends"]["generate_video"]
+  batch = {k: jnp.asarray(v)[None] for k, v in e.items()}
+  shape = (1, 2, g.latent_size, g.latent_size, 3 * g.fields["pixel_patch"] ** 2)
+  concat = np.asarray(g.backend._concat(p, batch, shape))
+  emb = g.backend.models.text_encoder.apply({"params": p["text_encoder"]},
+                                            jnp.asarray(e["phrase_ids"])).pooler_output[None]
+  for t in range(2):
+    want = layout_map(GligenInputs(jnp.asarray(e["boxes"][None, :, t]), emb,
+                                   jnp.asarray(e["phrase_mask"][None])), 32, 32, 4)
+    np.testing.assert_allclose(concat[:, t], np.asarray(want), atol=1e-5)
+  moved = dict(batch, boxes=batch["boxes"].at[0, 0, 1].set(jnp.asarray([0.0, 0.0, 0.25, 0.25])))
+  other = np.asarray(g.backend._concat(p, moved, shape))
+  np.testing.assert_array_equal(other[:, 0], concat[:, 0])
+  assert np.abs(other[:, 1] - concat[:, 1]).max() > 0.1
+  clips = task.images(params, [s])
+  still = dict(s, conversations=s["conversations"][:-1] + [dict(s["conversations"][-1], value=(
+      I.render(I.Invocation(inv.module, inv.command, tuple(
+          inv.boxes[2 * j] for j in range(n) for _ in range(2))))))])
+  assert np.abs(task.images(params, [still]).astype(int) - clips).mean() > 0.5
+  # what the layout cannot take is refused with the reason
+  with pytest.raises(ValueError, match="2 boxes per object"):
+    g.inputs(inv.command, None, inv.boxes[:3])
+  with pytest.raises(ValueError, match="names 2 objects but the invocation's layout has 1"):
+    g.inputs("a red circle moving left and a blue square staying still on a gray background",
+             None, inv.boxes[:2])
+  with pytest.raises(ValueError, match="at most max_phrases=4"):
+    g.inputs(inv.command, None, inv.boxes[:2] * 5)
+  with pytest.raises(ValueError, match="image_to_video takes no boxes"):
+    tasks["video_animator"].backend.inputs("the red circle is moving left",
+                                           np.zeros((32, 32, 3), np.uint8), inv.boxes[:2])
+  assert video_phrases_of("a small red circle moving up along a curve, an orange star staying "
+                          "still and a blue ring entering from the left on a white background",
+                          3) == ["a small red circle", "an orange star", "a blue ring"]
 
 
 def test_motion_scores_of_the_true_clip_a_frozen_clip_and_noise(tasks):

@@ -34,7 +34,8 @@ def _config():
   c.task.backend_rows = {}
   for field, (module, _) in EP.VIDEO_BACKENDS.items():
     c.model.head.backends[module] = dict(EP.TINY_BACKENDS[module])
-    c.model[field] = dict(EP.TINY_VIDEO, num_frames=2, steps=2)
+    fields = EP.TINY_VIDEO_GENERATOR if field == "video_generator" else EP.TINY_VIDEO
+    c.model[field] = dict(fields, num_frames=2, steps=2)
     c.task.backend_rows[module] = 2
   return c
 
@@ -65,6 +66,12 @@ def test_video_rows_carry_their_backends_fields_and_losses_reach_the_head(task, 
   assert {k: np.shape(v) for k, v in e.items()} == {k: s for k, (s, _) in spec.items()}
   assert e["image_to_video/valid"] == 1 and e["generate_video/valid"] == 0
   np.testing.assert_allclose(e["image_to_video/source_images"], i2v["images"][0] / 255.0)
+  e = task.example(t2v)  # the text -> video row carries the clip's layout: boxes per frame
+  n = len(t2v["objects"])
+  assert e["generate_video/valid"] == 1 and e["generate_video/boxes"].shape == (4, 2, 4)
+  assert e["generate_video/phrase_mask"].tolist() == [1.0] * n + [0.0] * (4 - n)
+  np.testing.assert_allclose(e["generate_video/boxes"][:n] * 32,
+                             [o["boxes"] for o in t2v["objects"]], atol=0.05)
   assert task.example(edit)["edit_video/source_videos"].shape == (2, 32, 32, 3)
   assert {"generate_video", "image_to_video", "edit_video"} <= set(params["backends"])
   batch = _batch(task, [t2v, i2v, edit, t2v])

@@ -39,7 +39,8 @@ writes
         unet/             backends (`train.video_diffusion`): diffusers `UNet3DConditionModel`
                           folders in pixel space (in_channels = 3 * pixel_patch^2, plus as
                           many again after them for image_to_video: the first frame on every
-                          frame, and edit_video: the source video frame by frame)
+                          frame, and edit_video: the source video frame by frame;
+                          generate_video: the clip's layout, frame by frame)
         text_encoder/, scheduler/ as the generator's; <what>.json as generator.json, with
                           num_frames and what the UNet's extra channels hold
 
@@ -108,14 +109,13 @@ def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
           "guidance_scale": float(f["guidance"]),
           "latents": "images in [-1, 1], each pixel_patch x pixel_patch block stacked "
                      "row-major into channels (space-to-depth); no VAE"}
-  if "max_phrases" in f:  # the generator's GLIGEN grounding
-    meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases,
-                gligen_beta=float(f["gligen_beta"]))
+  if "max_phrases" in f:  # the generators' phrases (GLIGEN's / the video layout's)
+    meta.update(phrase_len=backend.phrase_len, max_phrases=backend.max_phrases)
+  if "gligen_beta" in f:
+    meta["gligen_beta"] = float(f["gligen_beta"])
   if video:
     meta["num_frames"] = backend.num_frames
-    meta["concat"] = {"": "none", "source_images": "the first frame's latents on every frame",
-                      "source_videos": "the source video's latents, frame by frame"}[
-                          backend.source] + " (appended after the noisy latents)"
+    meta["concat"] = backend.concat_description + " (appended after the noisy latents)"
   meta["grounding_layout"] = bool(models.grounding_layout)
   if models.grounding_layout:
     what = "phrase" if "max_phrases" in f else "command (one per box)"

@@ -19,7 +19,7 @@ segment_image  ``<seg_image>``  referring / interactive image segmentation
 segment_video  ``<seg_video>``  video segmentation and tracking
 generate_image ``<gen_image>``  text (+ boxes) -> image
 edit_image     ``<edit_image>`` image editing / inpainting
-generate_video ``<gen_video>``  text -> video
+generate_video ``<gen_video>``  text (+ layout boxes) -> video
 image_to_video ``<img2video>``  first frame (+ text) -> video
 edit_video     ``<edit_video>`` video editing
 ============== ================ =========================================
@@ -28,6 +28,9 @@ Location tokens ``<loc0000>`` … ``<loc1023>``: a normalised coordinate ``x`` i
 ``q = round(x * 1023)``; a box is 4 tokens in the order x1, y1, x2, y2.
 
 Time tokens ``<t00>`` … ``<t63>``: a frame index (0-based) of a video.
+
+A ``generate_video`` invocation's boxes are the clip's layout: each object's box in every
+frame, object-major (object 0 in frames 0 … T-1, then object 1 …), in the command's order.
 """
 from __future__ import annotations
 

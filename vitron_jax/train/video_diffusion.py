@@ -12,7 +12,13 @@ others cross-attending; temporal convolutions and attention mix the frames.
 What each conditions on besides the command (appended to the UNet's input at every step, as
 InstructPix2Pix conditions on its source image; `ConcatVideoBackend`):
 
-* `generate_video`: nothing (`GenVideoBackend`);
+* `generate_video`: the clip's layout (`LayoutVideoBackend`, with the `layout` field, on by
+  default): the invocation's boxes are every object's box in every frame, object-major, and
+  each frame's boxes with their phrases' pooled embeddings are drawn as that frame's input
+  channels (`backends.diffusion.layout.layout_map`), as the image generator draws its boxes.
+  The LLM plans where each object is in each frame (LLM-grounded video diffusion); without
+  boxes nothing is drawn. Text alone left the tiny UNet3D drawing blobs of unasked colours
+  that did not move the asked way (direction 0.03 against a 0.20 chance; BUILD_NOTES.md);
 * `image_to_video`: the first frame, repeated on every frame (`FirstFrameVideoBackend`). The
   reference I2VGen-XL (`Img2VideoBackend`) adds a CLIP image encoder and an fps embedding;
   with no pretrained image encoder here, the frame as input channels is what a small model
@@ -28,20 +34,47 @@ pixels weighted `object_weight` above the background.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitron_jax.backends.diffusion import layout as L
 from vitron_jax.backends.diffusion import pipelines as P
 from vitron_jax.backends.diffusion.backend import GenVideoBackend, _need
+from vitron_jax.backends.diffusion.gligen import GligenInputs
 from vitron_jax.backends.diffusion.unet3d import UNet3DConditionConfig, UNet3DConditionModel
 from vitron_jax.data.pixelworld.sample import box_mask
 from vitron_jax.protocol import invocation as I
 from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 
 DEFAULTS: dict[str, Any] = {**COMMON, "num_frames": 2}
+#: the text -> video backend's further fields: its layout (`LayoutVideoBackend`) and the
+#: phrases drawn in it (at most `max_phrases` objects, each phrase `phrase_len` ids with bos
+#: and end-of-text)
+GENERATOR_DEFAULTS: dict[str, Any] = {**DEFAULTS, "layout": True, "max_phrases": 4,
+                                      "phrase_len": 6}
+
+_ITEM_SPLIT = re.compile(r", | and (?=an? )")
+_MOTION = re.compile(r" (?:moving|staying|entering)\b.*$")
+
+
+def video_phrases_of(command: str, n: int) -> list[str]:
+  """The `n` object phrases of a text -> video command "p1 moving right, p2 staying still and
+  p3 moving up along a curve on a white background" (PixelWorld's grammar: each item is an
+  indefinite noun phrase, then its motion: moving / staying / entering ...)."""
+  body = command.strip()
+  cut = body.rfind(" on ")
+  if cut > 0 and body.endswith("background"):
+    body = body[:cut]
+  parts = [_MOTION.sub("", p).strip() for p in _ITEM_SPLIT.split(body)]
+  parts = [p for p in parts if p]
+  if len(parts) != n:
+    raise ValueError(f"command {command!r} names {len(parts)} objects but the invocation's "
+                     f"layout has {n}")
+  return parts
 
 
 class ConcatVideoBackend(GenVideoBackend):
@@ -60,6 +93,27 @@ class ConcatVideoBackend(GenVideoBackend):
                            num_inference_steps=self.config.num_inference_steps,
                            guidance_scale=guidance, rng=rng,
                            concat_latents=self._concat(params, inputs, noise.shape))
+
+
+class LayoutVideoBackend(ConcatVideoBackend):
+  """Text + the clip's layout -> video: `batch["boxes"]` `[B, N, T, 4]` (object n's box in
+  frame t, normalised), `batch["phrase_ids"]` `[B, N, L]` and `batch["phrase_mask"]` `[B, N]`;
+  frame t's input channels are `layout_map` of the boxes of frame t with the phrases' pooled
+  embeddings (the image generator's layout, frame by frame)."""
+
+  def _concat(self, params, batch, shape):
+    boxes = _need(batch, "boxes", self.module, "the layout's boxes [B, N, T, 4]:")
+    ids = _need(batch, "phrase_ids", self.module, "phrase token ids [B, N, L] with the boxes:")
+    b, t = shape[0], shape[1]
+    if boxes.ndim != 4 or tuple(boxes.shape[:1]) + tuple(boxes.shape[2:]) != (b, t, 4):
+      raise ValueError(f"{self.module}: boxes must be [{b}, objects, {t}, 4] (each object's "
+                       f"box in each frame), got {tuple(boxes.shape)}")
+    mask = batch.get("phrase_mask", jnp.ones(boxes.shape[:2], jnp.float32))
+    emb = P.encode_phrases(self.models, params, ids)
+    f = self.models.vae_factor
+    frames = [L.layout_map(GligenInputs(boxes[:, :, k], emb, mask), shape[2] * f,
+                           shape[3] * f, f) for k in range(t)]
+    return jnp.stack(frames, axis=1)
 
 
 class FirstFrameVideoBackend(ConcatVideoBackend):
@@ -145,17 +199,29 @@ class VideoDiffusion(PixelDiffusion):
       raise ValueError(f"{what} must be uint8 {shape}, got {a.dtype} {a.shape}")
     return a.astype(np.float32) / 255.0
 
-  def inputs(self, command: str, source: Any = None) -> dict[str, np.ndarray]:
-    """An invocation's command and, for the backends that take one, what it conditions on
-    (uint8: the first frame `[H, W, 3]` / the video to edit `[T, H, W, 3]`) -> the run inputs
-    (raises ValueError for what the backend cannot take)."""
+  def inputs(self, command: str, source: Any = None,
+             boxes: Sequence[Sequence[float]] = ()) -> dict[str, np.ndarray]:
+    """An invocation's command, its normalised boxes (the text -> video layout: every
+    object's box in every frame, object-major) and, for the backends that take one, what it
+    conditions on (uint8: the first frame `[H, W, 3]` / the video to edit `[T, H, W, 3]`) ->
+    the run inputs (raises ValueError for what the backend cannot take)."""
     out = {"command_ids": self.command_ids(command)}
+    out.update(self._layout_inputs(command, boxes))
     if self.source == "source_images":
       s = self.image_size
       out[self.source] = self._unit(source, (s, s, 3), f"{self.module}'s first frame")
     elif self.source == "source_videos":
       out[self.source] = self._unit(source, self.video_shape, f"{self.module}'s video")
     return out
+
+  def _layout_inputs(self, command: str, boxes: Sequence[Sequence[float]]
+                     ) -> dict[str, np.ndarray]:
+    """The layout's example fields (none here: only the text -> video backend draws one)."""
+    del command
+    if len(boxes):
+      raise ValueError(f"{self.module} takes no boxes (its invocation names no region), got "
+                       f"{len(boxes)}")
+    return {}
 
   def _source_of(self, sample: Mapping[str, Any]) -> Any:
     """What a training sample's backend conditions on (uint8), or None."""
@@ -177,7 +243,7 @@ class VideoDiffusion(PixelDiffusion):
     if not inv or inv.module != self.module:
       raise ValueError(f"sample {sample.get('id')!r}: the expected answer holds no "
                        f"{self.module} invocation ({inv})")
-    out = self.inputs(inv.command, self._source_of(sample))
+    out = self.inputs(inv.command, self._source_of(sample), inv.boxes)
     out["videos"] = self._unit(sample["targets"]["video"], self.video_shape,
                                f"sample {sample.get('id')!r}'s target video")
     out["pixel_weights"] = np.where(self._object_pixels(sample),
@@ -186,13 +252,77 @@ class VideoDiffusion(PixelDiffusion):
 
   def backend_batch(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Example fields -> the backend's loss / run inputs."""
-    keys = ("videos", "row_weights", "pixel_weights") + ((self.source,) if self.source else ())
+    keys = ("videos", "row_weights", "pixel_weights", "boxes", "phrase_ids",
+            "phrase_mask") + ((self.source,) if self.source else ())
     return {k: batch[k] for k in keys if k in batch}
+
+  @property
+  def concat_description(self) -> str:
+    """What the UNet's channels after the noisy latents hold (the export's `<what>.json`)."""
+    return {"": "none", "source_images": "the first frame's latents on every frame",
+            "source_videos": "the source video's latents, frame by frame"}[self.source]
 
 
 class VideoGenerator(VideoDiffusion):
-  """`generate_video`: text -> video."""
-  module, what, backend_cls = "generate_video", "video_generator", GenVideoBackend
+  """`generate_video`: text (+ the clip's layout, with `layout`) -> video."""
+  module, what = "generate_video", "video_generator"
+  DEFAULTS = GENERATOR_DEFAULTS
+
+  def __init__(self, fields: Any, image_size: int, tokenizer: Any, *, training: bool = True):
+    f = dict(fields or {})
+    self.layout = bool(f.get("layout", GENERATOR_DEFAULTS["layout"]))
+    self.max_phrases = int(f.get("max_phrases", GENERATOR_DEFAULTS["max_phrases"]))
+    self.phrase_len = int(f.get("phrase_len", GENERATOR_DEFAULTS["phrase_len"]))
+    super().__init__(fields, image_size, tokenizer, training=training)
+
+  @property
+  def backend_cls(self):
+    return LayoutVideoBackend if self.layout else GenVideoBackend
+
+  def _grounding_layout(self) -> bool:
+    return False  # the backend draws the layout frame by frame itself (not the 2-D pipeline's)
+
+  def _concat_channels(self) -> int:
+    if not self.layout:
+      return 0
+    return L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"])
+
+  def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+    out = super().spec()
+    if self.layout:
+      k = self.max_phrases
+      out.update(phrase_ids=((k, self.phrase_len), np.int32),
+                 boxes=((k, self.num_frames, 4), np.float32), phrase_mask=((k,), np.float32))
+    return out
+
+  def _layout_inputs(self, command, boxes):
+    if not self.layout:
+      return super()._layout_inputs(command, boxes)
+    k, t = self.max_phrases, self.num_frames
+    if len(boxes) % t:
+      raise ValueError(f"{self.module}'s layout needs {t} boxes per object (one a frame), got "
+                       f"{len(boxes)}")
+    n = len(boxes) // t
+    if n > k:
+      raise ValueError(f"the layout has {n} objects; the video generator draws at most "
+                       f"max_phrases={k}")
+    pid = np.full((k, self.phrase_len), self.eot, np.int32)
+    bx = np.zeros((k, t, 4), np.float32)
+    pm = np.zeros((k,), np.float32)
+    if n:
+      for j, p in enumerate(video_phrases_of(command, n)):
+        pid[j] = self._ids(p, self.phrase_len, "phrase")
+      bx[:n] = np.clip(np.asarray(boxes, np.float32).reshape(n, t, 4), 0.0, 1.0)
+      pm[:n] = 1.0
+    return {"phrase_ids": pid, "boxes": bx, "phrase_mask": pm}
+
+  @property
+  def concat_description(self) -> str:
+    if not self.layout:
+      return super().concat_description
+    return ("the clip's layout, frame by frame: per cell the mean over its pixels of the "
+            "summed pooled phrase embeddings of the boxes covering the pixel centre in that "
+            "frame, then the boxes' union per pixel, space-to-depth")
 
 
 class VideoAnimator(VideoDiffusion):

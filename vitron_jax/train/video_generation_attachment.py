@@ -45,7 +45,7 @@ class VideoDiffusionAttachment(PixelDiffusionAttachment):
     return None
 
   def _invocation_inputs(self, inv, sample):
-    return self.backend.inputs(inv.command, self._source(sample))
+    return self.backend.inputs(inv.command, self._source(sample), inv.boxes)
 
   def _placeholder(self, sample):
     try:  # the conversation's own image / video where it fits, else zeros of the right size
@@ -87,7 +87,7 @@ def _the_video(sample) -> np.ndarray:
 
 class VideoGenerationAttachment(VideoDiffusionAttachment):
   maker, field, subtask, eval_row = VideoGenerator, "video_generator", T2V_TASK, "t2v_videos"
-  needs = "command"
+  needs = "command, the clip's layout (each object's box in every frame)"
   module = VideoGenerator.module
 
   def _scores(self, image, sample):

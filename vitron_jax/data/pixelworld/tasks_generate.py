@@ -49,12 +49,24 @@ def _video_prompt(scene) -> tuple[str, list[str]]:
   return f"{W.join(items)} {W.background_phrase(scene)}", phrases
 
 
+def trajectory_boxes(r, size: int) -> tuple[I.Box, ...]:
+  """A video's planned layout: every object's box in every frame, object-major (object 0's
+  frames 0..T-1, then object 1's ...), normalised; a frame where the object is not visible
+  has the empty box (0, 0, 0, 0)."""
+  k, t = r.boxes.shape[:2]
+  return tuple(SP.norm_box(r.boxes[j, f], size) for j in range(k) for f in range(t))
+
+
 def text_to_video(ctx: CX.Ctx) -> dict:
+  """The command lists each object's phrase with its motion (in z-order), then the
+  background; the invocation carries the layout of the clip (`trajectory_boxes`: each
+  object's box in every frame), as LLM-grounded video diffusion plans one: the prompt does
+  not say where an object starts, so any start that moves the asked way is a right plan."""
   rng = ctx.rng
   scene, r = ctx.video_scene()
   command, phrases = _video_prompt(scene)
   q = W.pick(rng, W.T2V_Q).format(prompt=command)
-  inv = I.Invocation("generate_video", command)
+  inv = I.Invocation("generate_video", command, trajectory_boxes(r, scene.size))
   a = W.pick(rng, W.GEN_A).format(inv=I.render(inv))
   return dict(human=q, gpt=a, objects=SP.object_records(scene, r),
               targets={"video": r.frames, "phrases": phrases,
