@@ -69,7 +69,9 @@ def test_tracking_rows_come_from_an_independent_stream_and_train_the_same_sam():
   params = flax.linen.meta.unbox(task.init(jax.random.key(0)))
   assert list(params["backends"]) == ["segment_image"]  # one SAM segments and tracks
   loss, metrics = jax.jit(task.loss)(params, batch, jax.random.key(1))
-  image_only = build_task(EP.segmenter_stage(EP.get_config("quick"), True))
+  stage = EP.segmenter_stage(EP.get_config(""), False)
+  stage.task.track = False  # the same SAM (the full job's width) without the tracking rows
+  image_only = build_task(stage)
   image_loss, _ = jax.jit(image_only.loss)(params, {k: v for k, v in batch.items()
                                                     if not k.startswith("track/")}, None)
   np.testing.assert_allclose(float(loss) - float(image_loss),
