@@ -54,6 +54,16 @@ def test_known_wrong(pred, zero, one):
     assert sc[k] == 1.0, (k, sc)
 
 
+def test_an_empty_layout_box_is_matched_by_an_empty_box_only():
+  """A text -> video layout's object out of view in a frame has the empty box."""
+  empty, box = (0.0, 0.0, 0.0, 0.0), (0.1, 0.1, 0.5, 0.5)
+  exp = I.Invocation("generate_video", "a red circle moving left", (box, empty))
+  for boxes, right in (((box, empty), 1.0), ((box, (0.3, 0.3, 0.3, 0.6)), 1.0),
+                       ((box, box), 0.0), ((empty, empty), 0.0)):
+    got = I.render(I.Invocation("generate_video", "a red circle moving left", boxes))
+    assert RT.routing_scores(got, exp)["region"] == right, boxes
+
+
 def test_invocation_where_none_expected_is_wrong():
   assert RT.routing_scores(EXP_TEXT, None) == dict.fromkeys(RT.FIELDS, 0.0)
 

@@ -7,8 +7,9 @@ Per answer, against the expected invocation (or None for a plain-text answer):
 * ``module``   same module;
 * ``command``  same content words (colours, shapes, sizes, directions, positions) as the
                expected command; ``command_exact`` compares normalised text;
-* ``region``   same number of boxes, each IoU > 0.5 in order, and the time span (if any)
-               tIoU > 0.5; no region when none is expected;
+* ``region``   same number of boxes, each IoU > 0.5 in order (an expected empty box, e.g. a
+               text -> video layout's object out of view in a frame, is matched by an empty
+               one), and the time span (if any) tIoU > 0.5; no region when none is expected;
 * ``all``      module, command and region together.
 
 Chance: :data:`ROUTING_CHANCE` (uniform choice among 7 modules and "no invocation").
@@ -48,10 +49,21 @@ def _expected(expected: Any) -> I.Invocation | None:
   return inv
 
 
+def _empty(box: I.Box) -> bool:
+  return box[2] <= box[0] or box[3] <= box[1]
+
+
+def box_match(pred: I.Box, exp: I.Box) -> bool:
+  """IoU > 0.5, or both empty (zero area: where a layout says an object is not in view)."""
+  if _empty(exp):
+    return _empty(pred)
+  return float(B.box_iou(pred, exp)) > B.IOU_THRESHOLD
+
+
 def region_match(pred: I.Invocation, exp: I.Invocation) -> bool:
   if len(pred.boxes) != len(exp.boxes):
     return False
-  if any(float(B.box_iou(p, e)) <= B.IOU_THRESHOLD for p, e in zip(pred.boxes, exp.boxes)):
+  if not all(box_match(p, e) for p, e in zip(pred.boxes, exp.boxes)):
     return False
   if exp.time_span is None:
     return pred.time_span is None
