@@ -161,6 +161,10 @@ def test_the_text_to_video_layout_is_each_frames_boxes_drawn_in_that_frame(tasks
              None, inv.boxes[:2])
   with pytest.raises(ValueError, match="at most max_phrases=4"):
     g.inputs(inv.command, None, inv.boxes[:2] * 5)
+  plain = VideoGenerator(dict(g.fields, layout=False), 32, g.tokenizer)
+  assert plain.models.unet.config.in_channels == 3 * g.fields["pixel_patch"] ** 2
+  with pytest.raises(ValueError, match="takes no boxes \\(model.video_generator.layout is"):
+    plain.inputs(inv.command, None, inv.boxes)
   with pytest.raises(ValueError, match="image_to_video takes no boxes"):
     tasks["video_animator"].backend.inputs("the red circle is moving left",
                                            np.zeros((32, 32, 3), np.uint8), inv.boxes[:2])

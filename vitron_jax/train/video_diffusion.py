@@ -219,8 +219,9 @@ class VideoDiffusion(PixelDiffusion):
     """The layout's example fields (none here: only the text -> video backend draws one)."""
     del command
     if len(boxes):
-      raise ValueError(f"{self.module} takes no boxes (its invocation names no region), got "
-                       f"{len(boxes)}")
+      why = (f"model.{self.what}.layout is False" if "layout" in self.fields
+             else "its invocation names no region")
+      raise ValueError(f"{self.module} takes no boxes ({why}), got {len(boxes)}")
     return {}
 
   def _source_of(self, sample: Mapping[str, Any]) -> Any:
