@@ -269,12 +269,10 @@ class VideoGenerator(VideoDiffusion):
   module, what = "generate_video", "video_generator"
   DEFAULTS = GENERATOR_DEFAULTS
 
-  def __init__(self, fields: Any, image_size: int, tokenizer: Any, *, training: bool = True):
-    f = dict(fields or {})
-    self.layout = bool(f.get("layout", GENERATOR_DEFAULTS["layout"]))
-    self.max_phrases = int(f.get("max_phrases", GENERATOR_DEFAULTS["max_phrases"]))
-    self.phrase_len = int(f.get("phrase_len", GENERATOR_DEFAULTS["phrase_len"]))
-    super().__init__(fields, image_size, tokenizer, training=training)
+  # read from the checked fields, which `PixelDiffusion.__init__` sets before building
+  layout = property(lambda self: bool(self.fields["layout"]))
+  max_phrases = property(lambda self: int(self.fields["max_phrases"]))
+  phrase_len = property(lambda self: int(self.fields["phrase_len"]))
 
   @property
   def backend_cls(self):
@@ -308,14 +306,10 @@ class VideoGenerator(VideoDiffusion):
       raise ValueError(f"the layout has {n} objects; the video generator draws at most "
                        f"max_phrases={k}")
     pid = np.full((k, self.phrase_len), self.eot, np.int32)
-    bx = np.zeros((k, t, 4), np.float32)
-    pm = np.zeros((k,), np.float32)
-    if n:
-      for j, p in enumerate(video_phrases_of(command, n)):
-        pid[j] = self._ids(p, self.phrase_len, "phrase")
-      bx[:n] = np.clip(np.asarray(boxes, np.float32).reshape(n, t, 4), 0.0, 1.0)
-      pm[:n] = 1.0
-    return {"phrase_ids": pid, "boxes": bx, "phrase_mask": pm}
+    for j, p in enumerate(video_phrases_of(command, n) if n else ()):
+      pid[j] = self._ids(p, self.phrase_len, "phrase")
+    bx, pm = self._box_slots(boxes, k * t, "max_phrases x num_frames")
+    return {"phrase_ids": pid, "boxes": bx.reshape(k, t, 4), "phrase_mask": pm[::t].copy()}
 
   @property
   def concat_description(self) -> str:
