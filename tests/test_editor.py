@@ -15,6 +15,7 @@ from train_runs import ROOT
 sys.path.insert(0, str(ROOT / "experiments"))
 import pixelworld as EP  # noqa: E402
 
+from vitron_jax.backends.diffusion import pipelines as P  # noqa: E402
 from vitron_jax.data import pipeline  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
 from vitron_jax.eval.edited import edit_scores, label_agreement  # noqa: E402
@@ -71,15 +72,16 @@ def test_inputs_examples_and_their_errors(task, edits):
     task.encoder(caption)
   with pytest.raises(ValueError, match="editor config: unknown fields.*max_phrases"):
     Editor({"max_phrases": 4}, 32, e.tokenizer)
-  # inpainting: noisy, mask, masked source; then the layout: command embedding, box union
-  assert e.models.unet.config.in_channels == 2 * 48 + 1 + 32 + 16
+  # inpainting: noisy, mask, masked source, whole source; then the layout: command
+  # embedding, box union
+  assert e.models.unet.config.in_channels == 3 * 48 + 1 + 32 + 16
   n = len(I.find_invocation(s["conversations"][-1]["value"]).boxes)
   np.testing.assert_array_equal(x["phrase_mask"], [1.0] * n + [0.0] * (e.max_boxes - n))
   assert (x["phrase_ids"] == x["command_ids"]).all()
   with pytest.raises(ValueError, match="5 boxes; the editor takes at most max_boxes=4"):
     e.inputs("make it red", ((0, 0, 1, 1),) * 5, s["targets"]["source_image"])
   plain = Editor({**e.fields, "layout": False}, 32, e.tokenizer)
-  assert plain.models.unet.config.in_channels == 2 * 48 + 1
+  assert plain.models.unet.config.in_channels == 3 * 48 + 1
 
 
 def test_loss_padding_rows_and_edits_that_keep_the_rest(task):
@@ -104,6 +106,12 @@ def test_loss_padding_rows_and_edits_that_keep_the_rest(task):
   # the source masked outside the region is an input: another source changes the loss
   src = dict(batch, source_images=1.0 - np.asarray(batch["source_images"]))
   assert weighted(src, [1] * 4) != pytest.approx(weighted(batch, [1] * 4))
+  # ... and, with source_channels, the source inside the region too (a recolour keeps the
+  # shape it repaints)
+  inside = np.asarray(batch["masks"])[..., None] > 0
+  seen = dict(batch, source_images=np.where(inside, 1.0 - np.asarray(batch["source_images"]),
+                                            np.asarray(batch["source_images"])))
+  assert weighted(seen, [1] * 4) != pytest.approx(weighted(batch, [1] * 4))
   # and so is the layout: the command drawn in the boxes
   moved = dict(batch, boxes=np.asarray(batch["boxes"])[:, :, [1, 0, 3, 2]])
   assert weighted(moved, [1] * 4) != pytest.approx(weighted(batch, [1] * 4))
@@ -136,3 +144,26 @@ def test_edit_scores_of_the_exact_edit_the_source_and_noise(edits):
     edit_scores(t["image"], caption)
   with pytest.raises(ValueError, match="uint8"):
     edit_scores(t["image"].astype(np.float32), edits[0])
+
+
+def test_source_channels_follow_the_masked_source(task):
+  """`pipelines.inpaint_channels`: [repaint mask, masked source] (Stable Diffusion
+  inpainting's 2c + 1), then the whole source with `source_channels`; the UNet's in_channels
+  follow."""
+  fields = task.backend.fields
+  c, k = 3 * 4 ** 2, task.backend._layout_channels()
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32)
+  masks = jnp.zeros((2, 32, 32, 1)).at[:, 8:16, 4:12].set(1.0)
+  for on in (True, False):
+    e = Editor(dict(fields, source_channels=on), 32, task.backend.tokenizer)
+    assert e.models.unet.config.in_channels == (3 if on else 2) * c + 1 + k
+    got = np.asarray(P.inpaint_channels(e.models, None, images, masks, None))
+    assert got.shape == (2, 8, 8, (2 if on else 1) * c + 1)  # after the noisy latents
+    np.testing.assert_array_equal(got[..., 0], np.asarray(masks)[:, ::4, ::4, 0])
+    masked = P.space_to_depth((images * 2 - 1) * (1 - masks), 4)
+    np.testing.assert_allclose(got[..., 1:c + 1], masked, atol=1e-6)
+    if on:
+      np.testing.assert_allclose(got[..., c + 1:], P.space_to_depth(images * 2 - 1, 4),
+                                 atol=1e-6)
+    assert ("whole source" in e.concat_description) == on

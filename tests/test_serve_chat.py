@@ -323,7 +323,8 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   assert meta["grounding_layout"] and "phrase" in meta["layout"]
   sched = diffusers.DDIMScheduler.from_pretrained(gen_dir / "scheduler")
   assert sched.config.num_train_timesteps == 1000
-  # the attached editor: a diffusers inpainting UNet (noisy pixels, mask, masked source)
+  # the attached editor: a diffusers inpainting UNet (noisy pixels, mask, masked source, whole
+  # source)
   edit_dir = dst / "backends" / "edit_image"
   e = bot.task.backends["edit_image"].backend
   ep = params["backends"]["edit_image"]
@@ -334,7 +335,7 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
   ours = e.models.unet.apply({"params": ep["unet"]}, jnp.asarray(sample, jnp.float32),
                              jnp.asarray([300.0]), text.last_hidden_state)
   unet = diffusers.UNet2DConditionModel.from_pretrained(edit_dir / "unet").eval()
-  assert unet.config.in_channels == c_in == 2 * e.models.latent_channels + 1 + \
+  assert unet.config.in_channels == c_in == 3 * e.models.latent_channels + 1 + \
       e.models.layout_channels
   clip = transformers.CLIPTextModel.from_pretrained(edit_dir / "text_encoder").eval()
   with torch.no_grad():
@@ -347,3 +348,5 @@ def test_export_reloads_in_pytorch(workdir, bot, tmp_path):
                              atol=2e-4, rtol=1e-4)
   edit_meta = json.loads((edit_dir / "editor.json").read_text())
   assert "max_phrases" not in edit_meta and "command" in edit_meta["layout"]
+  assert edit_meta["concat"].startswith(e.concat_description) and "whole source" in \
+      edit_meta["concat"]

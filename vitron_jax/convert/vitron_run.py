@@ -29,12 +29,14 @@ writes
                           encoder's bos / end-of-text ids, text_len, phrase_len, sampling,
                           grounding_layout and how the layout is drawn
     backends/edit_image/      when the run attached the image editor: the same layout, with
-        unet/             an inpainting `UNet2DConditionModel` (in_channels = 2 * 3 *
+        unet/             an inpainting `UNet2DConditionModel` (in_channels = 3 * 3 *
                           pixel_patch^2 + 1: the noisy pixels, the repaint mask, the masked
-                          source, concatenated in that order as diffusers' inpainting does)
+                          source as diffusers' inpainting concatenates them, then the whole
+                          source; 2 * 3 * pixel_patch^2 + 1 without `source_channels`)
         editor.json       as generator.json (no phrases; the layout draws the command's
-                          pooled embedding in each box, after the inpainting channels); the
-                          repaint region is the union of the invocation's boxes grown by 1 px
+                          pooled embedding in each box, after the inpainting channels), with
+                          `concat`; the repaint region is the union of the invocation's boxes
+                          grown by 1 px
     backends/generate_video/, image_to_video/, edit_video/   when the run attached the video
         unet/             backends (`train.video_diffusion`): diffusers `UNet3DConditionModel`
                           folders in pixel space (in_channels = 3 * pixel_patch^2, plus as
@@ -115,6 +117,7 @@ def _save_pixel_diffusion(backend, params, folder: pathlib.Path) -> None:
     meta["gligen_beta"] = float(f["gligen_beta"])
   if video:
     meta["num_frames"] = backend.num_frames
+  if hasattr(backend, "concat_description"):  # the video backends' and the editor's inputs
     meta["concat"] = backend.concat_description + " (appended after the noisy latents)"
   meta["grounding_layout"] = bool(models.grounding_layout)
   if models.grounding_layout:

@@ -4,7 +4,10 @@ own CLIP text encoder (`train.pixel_diffusion`), and the inputs it takes from an
 `Editor(fields, image_size, tokenizer)` builds the `EditImageBackend` (module `edit_image`)
 from `model.editor` fields (`pixel_diffusion.COMMON`). The UNet is Stable Diffusion
 inpainting's: its input is the noisy image, the repaint mask and the masked source image
-(`in_channels = 2c + 1`), so it sees what it must keep. With `layout` (default) the
+(`in_channels = 2c + 1`), so it sees what it must keep; with `source_channels` (default) the
+whole source image follows (InstructPix2Pix's channels, `3c + 1`), so it also sees what it
+repaints: a recolour keeps the object's shape, a move finds the object it moves (the masked
+image hides both; `pipelines.inpaint_channels`). With `layout` (default) the
 command's pooled text embedding is also drawn in the invocation's boxes and appended to the
 input (`backends.diffusion.layout`, as the generator draws its phrases; up to `max_boxes`
 boxes), so what to draw where is a local input, not only cross-attention.
@@ -36,7 +39,7 @@ from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 
 MODULE = "edit_image"
 
-DEFAULTS: dict[str, Any] = {**COMMON, "layout": True, "max_boxes": 4}
+DEFAULTS: dict[str, Any] = {**COMMON, "layout": True, "max_boxes": 4, "source_channels": True}
 
 
 def edit_region(boxes: Sequence[Sequence[float]], size: int) -> np.ndarray:
@@ -60,7 +63,14 @@ class Editor(PixelDiffusion):
     self.max_boxes = int(self.fields["max_boxes"])
 
   def _unet_fields(self, latent_channels: int) -> dict[str, Any]:
-    return {"in_channels": 2 * latent_channels + 1 + self._layout_channels()}
+    sources = 2 if self.fields["source_channels"] else 1  # masked (and whole) source
+    return {"in_channels": (1 + sources) * latent_channels + 1 + self._layout_channels()}
+
+  @property
+  def concat_description(self) -> str:
+    """What the UNet's channels after the noisy latents hold (the export's `editor.json`)."""
+    out = "the repaint mask (one channel), the masked source's latents"
+    return out + (", the whole source's latents" if self.fields["source_channels"] else "")
 
   # -- inputs ------------------------------------------------------------------------------
   def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:

@@ -320,9 +320,10 @@ class EditImageBackend(DiffusionBackend):
     c, c_in = m.latent_channels, m.unet.config.in_channels - m.layout_channels
     if c_in == c:
       return x0, extras, layout
-    if c_in != 2 * c + 1:
-      raise ValueError(f"edit_image needs a UNet with {c} or {2 * c + 1} input channels (plus "
-                       f"{m.layout_channels} of layout), got {m.unet.config.in_channels}")
+    if c_in != 2 * c + 1 and (c_in != 3 * c + 1 or m.is_gligen):
+      raise ValueError(f"edit_image needs a UNet with {c}, {2 * c + 1} or (not GLIGEN) "
+                       f"{3 * c + 1} input channels (plus {m.layout_channels} of layout), got "
+                       f"{m.unet.config.in_channels}")
     source = batch.get("source_images", batch.get("images"))
     if source is None:
       raise ValueError("edit_image needs batch['source_images'] (or 'images') with 'latents'")
@@ -333,8 +334,7 @@ class EditImageBackend(DiffusionBackend):
       known = P.encode_images(m, params, source, k_s)
       concat = jnp.concatenate([known * (1 - edit), 1 - edit], axis=-1)
     else:
-      masked = P._encode_pm1(m, params, (source * 2 - 1) * (1 - masks), k_s)
-      concat = jnp.concatenate([edit, masked], axis=-1)
+      concat = P.inpaint_channels(m, params, source, masks, k_s)
     if layout is not None:
       concat = jnp.concatenate([concat, layout], axis=-1)
     return x0, extras, concat

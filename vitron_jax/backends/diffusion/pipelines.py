@@ -269,6 +269,21 @@ def _check_noise(models, noise, batch: int, frames: bool) -> None:
                      f"{models.latent_channels}, got shape {tuple(noise.shape)}")
 
 
+def inpaint_channels(models: DiffusionModels, params, images: jax.Array, masks: jax.Array,
+                     rng: jax.Array | None) -> jax.Array:
+  """What a plain inpainting UNet takes after the noisy latents: `[repaint mask, masked-image
+  latents]` (Stable Diffusion inpainting's `2c + 1` channels) and, for a UNet with `3c + 1`
+  (layout channels aside), the whole image's latents after them. `images` `[B, H, W, 3]` in
+  [0, 1], `masks` `[B, H, W, 1]` (1 = repaint)."""
+  c = models.latent_channels
+  c_in = models.unet.config.in_channels - models.layout_channels
+  masked = _encode_pm1(models, params, (images * 2.0 - 1.0) * (1.0 - masks), rng)
+  out = [_latent_mask(masks, models.vae_factor), masked]
+  if c_in == 3 * c + 1:
+    out.append(_encode_pm1(models, params, images * 2.0 - 1.0, rng))
+  return jnp.concatenate(out, axis=-1)
+
+
 def _latent_mask(masks: jax.Array, f: int) -> jax.Array:
   """Pixel masks `[B, H, W, 1]` -> latent grid: a cell is repainted if any of its pixels is."""
   b, h, w, _ = masks.shape
@@ -387,6 +402,9 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
                      (diffusers' GLIGEN inpainting model);
     c_in == 2c + 1, plain UNet: `[repaint mask, masked-image latents]` appended to the input
                      (`StableDiffusionInpaintPipeline`), no re-imposing;
+  c_in == 3c + 1, plain UNet: the same, then the whole image's latents (InstructPix2Pix's
+                     source channels), so the UNet also sees what it repaints (a recolour
+                     keeps the shape it cannot see in the masked image);
   with `models.grounding_layout` the grounding's layout follows (c_in counts without it).
   A latent cell is repainted when any pixel of it is masked. `rng` drives the VAE posterior
   sample and the re-imposing noise.
@@ -399,17 +417,17 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
     raise ValueError(f"images batch {images.shape[0]} != condition batch {b}")
   c, extra = models.latent_channels, models.layout_channels
   c_in = models.unet.config.in_channels - extra
-  if c_in not in (c, 2 * c + 1):
-    raise ValueError(f"inpainting needs a UNet with {c + extra} or {2 * c + 1 + extra} input "
-                     f"channels (layout: {extra}), got {c_in + extra}")
+  if c_in not in (c, 2 * c + 1) and (c_in != 3 * c + 1 or models.is_gligen):
+    raise ValueError(f"inpainting needs a UNet with {c + extra}, {2 * c + 1 + extra} or (not "
+                     f"GLIGEN) {3 * c + 1 + extra} input channels (layout: {extra}), got "
+                     f"{c_in + extra}")
   k_enc, k_sample = jax.random.split(rng)
   state = S.make_state(models.scheduler, num_inference_steps)
   edit = _latent_mask(masks, models.vae_factor)
   keep = 1.0 - edit
   concat = blend = None
-  if c_in == 2 * c + 1 and not models.is_gligen:
-    masked = (images * 2.0 - 1.0) * (1.0 - masks)
-    concat = jnp.concatenate([edit, _encode_pm1(models, params, masked, k_enc)], axis=-1)
+  if c_in > c and not models.is_gligen:
+    concat = inpaint_channels(models, params, images, masks, k_enc)
   else:
     known = _encode_pm1(models, params, images * 2.0 - 1.0, k_enc)
     if c_in == 2 * c + 1:
