@@ -402,7 +402,7 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
                      (diffusers' GLIGEN inpainting model);
     c_in == 2c + 1, plain UNet: `[repaint mask, masked-image latents]` appended to the input
                      (`StableDiffusionInpaintPipeline`), no re-imposing;
-  c_in == 3c + 1, plain UNet: the same, then the whole image's latents (InstructPix2Pix's
+    c_in == 3c + 1, plain UNet: the same, then the whole image's latents (InstructPix2Pix's
                      source channels), so the UNet also sees what it repaints (a recolour
                      keeps the shape it cannot see in the masked image);
   with `models.grounding_layout` the grounding's layout follows (c_in counts without it).
