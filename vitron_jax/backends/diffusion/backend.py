@@ -317,20 +317,15 @@ class EditImageBackend(DiffusionBackend):
     extras = self._training_grounding(params, batch, x0.shape[0])
     m = self.models
     layout = self._layout(params, batch, x0, extras)
-    c, c_in = m.latent_channels, m.unet.config.in_channels - m.layout_channels
-    if c_in == c:
+    if P.inpaint_input_channels(m, self.module) == m.latent_channels:
       return x0, extras, layout
-    if c_in != 2 * c + 1 and (c_in != 3 * c + 1 or m.is_gligen):
-      raise ValueError(f"edit_image needs a UNet with {c}, {2 * c + 1} or (not GLIGEN) "
-                       f"{3 * c + 1} input channels (plus {m.layout_channels} of layout), got "
-                       f"{m.unet.config.in_channels}")
     source = batch.get("source_images", batch.get("images"))
     if source is None:
       raise ValueError("edit_image needs batch['source_images'] (or 'images') with 'latents'")
     P.check_unit_images(source, "batch['source_images']")
     masks = P._check_masks(_need(batch, "masks", self.module, "the edit region"), source)
-    edit = P._latent_mask(masks, m.vae_factor)
     if m.is_gligen:
+      edit = P._latent_mask(masks, m.vae_factor)
       known = P.encode_images(m, params, source, k_s)
       concat = jnp.concatenate([known * (1 - edit), 1 - edit], axis=-1)
     else:

@@ -269,6 +269,19 @@ def _check_noise(models, noise, batch: int, frames: bool) -> None:
                      f"{models.latent_channels}, got shape {tuple(noise.shape)}")
 
 
+def inpaint_input_channels(models: DiffusionModels, what: str) -> int:
+  """The UNet's input channels without the layout's, checked to be an inpainting UNet's: `c`
+  (re-imposing only), `2c + 1` (Stable Diffusion / GLIGEN inpainting) or, not GLIGEN, `3c + 1`
+  (`inpaint_channels`'s whole source too); ValueError naming `what` otherwise."""
+  c, extra = models.latent_channels, models.layout_channels
+  c_in = models.unet.config.in_channels - extra
+  if c_in not in (c, 2 * c + 1) and (c_in != 3 * c + 1 or models.is_gligen):
+    raise ValueError(f"{what} needs a UNet with {c + extra}, {2 * c + 1 + extra} or (not "
+                     f"GLIGEN) {3 * c + 1 + extra} input channels (layout: {extra}), got "
+                     f"{c_in + extra}")
+  return c_in
+
+
 def inpaint_channels(models: DiffusionModels, params, images: jax.Array, masks: jax.Array,
                      rng: jax.Array | None) -> jax.Array:
   """What a plain inpainting UNet takes after the noisy latents: `[repaint mask, masked-image
@@ -415,12 +428,7 @@ def inpaint_image(models: DiffusionModels, params, condition: jax.Array,
   _check_noise(models, noise, b, frames=False)
   if images.shape[0] != b:
     raise ValueError(f"images batch {images.shape[0]} != condition batch {b}")
-  c, extra = models.latent_channels, models.layout_channels
-  c_in = models.unet.config.in_channels - extra
-  if c_in not in (c, 2 * c + 1) and (c_in != 3 * c + 1 or models.is_gligen):
-    raise ValueError(f"inpainting needs a UNet with {c + extra}, {2 * c + 1 + extra} or (not "
-                     f"GLIGEN) {3 * c + 1 + extra} input channels (layout: {extra}), got "
-                     f"{c_in + extra}")
+  c, c_in = models.latent_channels, inpaint_input_channels(models, "inpainting")
   k_enc, k_sample = jax.random.split(rng)
   state = S.make_state(models.scheduler, num_inference_steps)
   edit = _latent_mask(masks, models.vae_factor)
