@@ -244,6 +244,34 @@ def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
   return s
 
 
+#: what the grounding stage trains on: the answers that place a box on something seen
+GROUNDING_TASKS = ("ref_box", "video_grounding")
+
+
+def grounding_stage(c, quick: bool) -> ml_collections.ConfigDict:
+  """Stage s2: the design's phase 2, grounding before the main run. The main run's LLM and
+  frontend, started from stage s1's tower (`checkpoint.init_from_stages`), learn to answer
+  boxes on the grounding tasks alone (LM loss; no backends in its step); the main run starts
+  from its LLM, frontend and tower. Within the main run's task mix the boxes stay at chance
+  (BUILD_NOTES.md, "Where the LLM's boxes fail"): alone, ~2000 steps of 64 rows make them."""
+  s = c.copy_and_resolve_references()
+  del s["stages"]
+  for field in ("segmenter", "generator", "editor", *VIDEO_BACKENDS):
+    if field in s.model:
+      del s.model[field]
+  s.task.backend_rows = ml_collections.ConfigDict()
+  s.loss.backend = 0.0
+  tasks = [t for t in GROUNDING_TASKS if s.task.videos or t != "video_grounding"]
+  s.data.sources = (("pixelworld", ",".join(tasks), 1.0),)
+  s.train.steps = 2000
+  s.train.log_every = 50
+  s.train.eval_at_end = True
+  s.checkpoint.every_steps = 2000
+  s.checkpoint.init_from_stages = "s1_vision"
+  s.eval = ml_collections.ConfigDict(dict(s.eval.to_dict(), split="heldout", num_samples=64))
+  return s
+
+
 def segmenter_stage(c, quick: bool) -> ml_collections.ConfigDict:
   """Stage s0: the segmentation backend learns PixelWorld referring segmentation from a box
   and the command's text (task `pixelworld_segmenter`), under the parameter path the VITRON

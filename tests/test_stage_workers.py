@@ -89,6 +89,18 @@ def test_parallel_stages_train_what_stages_in_turn_train(tmp_path, config_file):
 
 
 @two_cpus
+def test_a_parallel_stage_waits_for_the_stage_it_starts_from(tmp_path, config_file):
+  run = tmp_path / "run"
+  proc = run_train(run, "--config.train.parallel_stages=2",
+                   "--config.stages.b_second.checkpoint.init_from_stages=a_first",
+                   devices=1, config=config_file)
+  first = run / "stages" / "a_first" / "checkpoints" / "4"
+  assert f"from {first}" in (run / "stages" / "b_second" / SW.STAGE_LOG).read_text()
+  assert proc.stderr.index("stage a_first finished in") < proc.stderr.index("stage b_second (")
+  assert sorted(losses(run / "stages" / "b_second")) == [1, 2, 3, 4]
+
+
+@two_cpus
 def test_sigterm_stops_every_stage_with_a_checkpoint(tmp_path, config_file):
   run = tmp_path / "run"
   proc = start_train(run, "--config.train.parallel_stages=2",

@@ -6,6 +6,7 @@ import sys
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -19,7 +20,8 @@ from vitron_jax.data.pipeline import BadSampleError  # noqa: E402
 from vitron_jax.data.pixelworld import PixelWorld  # noqa: E402
 from vitron_jax.train.clip_task import (contrastive_loss, dense_loss, patch_box_iou,  # noqa: E402
                                          patch_labels)
-from vitron_jax.train.stages import init_sources  # noqa: E402
+from vitron_jax.train.defaults import base_config  # noqa: E402
+from vitron_jax.train.stages import init_sources, run_stages  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 
 CONFIG = str(ROOT / "experiments" / "pixelworld.py") + ":quick_gen"
@@ -114,6 +116,62 @@ def test_init_sources_parsing():
   assert init_sources(c) == []
   c.checkpoint.init_from = "/a/1, /b/2"
   assert init_sources(c) == ["/a/1", "/b/2"]
+
+
+def _fake_train(order):
+  """A train_fn that records (stage workdir, its init_from) and leaves a finished run."""
+  def train(sub, where):
+    order.append((os.path.basename(where), sub.checkpoint.init_from))
+    steps = int(sub.train.steps)
+    os.makedirs(os.path.join(where, "checkpoints", str(steps)), exist_ok=True)
+    with open(os.path.join(where, "summary.json"), "w", encoding="utf-8") as f:
+      f.write(f'{{"final_step": {steps}, "preempted": false}}')
+    return {"final_step": steps}
+  return train
+
+
+def _staged(**inputs):
+  c = base_config()
+  stages = {}
+  for name in ("s0_a", "s1_b", "s2_c"):
+    s = base_config()
+    s.train.steps = 3
+    s.checkpoint.init_from_stages = inputs.get(name, "")
+    stages[name] = s
+  c.stages = ml_collections.ConfigDict(stages)
+  return c
+
+
+def test_a_stage_starts_from_the_stages_it_names(tmp_path):
+  c = _staged(s2_c="s0_a, s1_b")
+  order = []
+  main, summary = run_stages(c, str(tmp_path), _fake_train(order))
+  final = {n: str(tmp_path / "stages" / n / "checkpoints" / "3") for n in ("s0_a", "s1_b", "s2_c")}
+  assert summary is None
+  # s2_c trains after both and starts from their final checkpoints, in the order it names
+  assert order == [("s0_a", ""), ("s1_b", ""), ("s2_c", f"{final['s0_a']},{final['s1_b']}")]
+  assert main.checkpoint.init_from == ",".join(final[n] for n in ("s0_a", "s1_b", "s2_c"))
+  assert c.stages.s2_c.checkpoint.init_from == ""  # the config given is left as it was
+  # resumed with its inputs finished, it still gets them
+  os.remove(tmp_path / "stages" / "s2_c" / "summary.json")
+  order.clear()
+  run_stages(c, str(tmp_path), _fake_train(order))
+  assert order == [("s2_c", f"{final['s0_a']},{final['s1_b']}")]
+
+
+def test_stages_others_start_from_train_first(tmp_path):
+  order = []
+  run_stages(_staged(s2_c="s1_b"), str(tmp_path), _fake_train(order))
+  assert [n for n, _ in order] == ["s1_b", "s0_a", "s2_c"]
+
+
+@pytest.mark.parametrize("inputs,match", [({"s1_b": "s2_c"}, r"names \['s2_c'\]"),
+                                          ({"s1_b": "s1_b"}, r"names \['s1_b'\]"),
+                                          ({"s2_c": "vision"}, r"names \['vision'\]")])
+def test_a_stage_starts_only_from_earlier_stages(tmp_path, inputs, match):
+  with pytest.raises(ValueError, match=match):
+    run_stages(_staged(**inputs), str(tmp_path), _fake_train([]))
+  assert not (tmp_path / "stages").exists()  # refused before anything trained
 
 
 def _vision_params(step_dir, item):

@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.save_on_sigterm = True
   c.checkpoint.resume = True           # continue from the latest good checkpoint in workdir
   c.checkpoint.init_from = ""          # checkpoint step folder(s), comma-separated, to take params from
+  c.checkpoint.init_from_stages = ""   # a stage's: earlier stages (comma-separated) it starts from
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.enabled = False        # or VITRON_MULTIHOST=1 in the environment

@@ -4,7 +4,8 @@
 that have not finished to `run_parallel`: N worker processes (spawned, so each starts its own
 XLA runtime), each pinned with `sched_setaffinity` to one of N disjoint groups of the CPUs
 this process may use, before JAX is imported (XLA sizes its CPU thread pool by them). A stage
-takes the next free group, in name order; its output goes to `<stage workdir>/stage.log`.
+takes the next free group, in the order given, once the stages it starts from have finished
+(`after`); its output goes to `<stage workdir>/stage.log`.
 
 Why: a small model's step does not keep a multi-core host busy (a PixelWorld diffusion stage
 alone uses ~1.4 of 2 cores); two stages pinned to one core each train ~1.2-1.4x faster together
@@ -26,7 +27,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,25 @@ def read_summary(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def run_parallel(pending: list[tuple[str, Any, str]], workers: int) -> dict | None:
+def run_parallel(pending: list[tuple[str, Any, str]], workers: int,
+                 after: Mapping[str, Sequence[str]] | None = None,
+                 prepare: Callable[[str, Any], Any] | None = None) -> dict | None:
   """Train `pending` stages `(name, config, workdir)` in `workers` pinned processes (module
-  docstring). Returns None when every stage finished, else the summary of a preempted one."""
+  docstring). A stage starts once the stages `after[name]` are neither queued nor running
+  (`prepare(name, config)`, called then, gives the config it trains with). Returns None when
+  every stage finished, else the summary of a preempted one."""
   groups = cpu_groups(workers)
   ctx = multiprocessing.get_context("spawn")
   queue, free = list(pending), list(range(len(groups)))
+  after = after or {}
+
+  def next_ready():
+    busy = {n for n, _, _ in queue} | {n for n, _, _, _ in running.values()}
+    for i, (name, _, _) in enumerate(queue):
+      if not set(after.get(name, ())) & busy:
+        return queue.pop(i)
+    return None
+
   running: dict[int, tuple[str, Any, str, float]] = {}
   failure: tuple[str, int, str] | None = None
   preempted: dict | None = None
@@ -121,8 +135,16 @@ def run_parallel(pending: list[tuple[str, Any, str]], workers: int) -> dict | No
   try:
     while running or (queue and not stopping):
       while queue and free and not stopping:
+        item = next_ready()
+        if item is None:  # the rest wait for running stages
+          if not running:
+            raise RuntimeError(f"stages {[n for n, _, _ in queue]} wait for stages that never "
+                               f"run (after: {dict(after)})")
+          break
+        name, sub, where = item
+        if prepare is not None:
+          sub = prepare(name, sub)
         g = free.pop(0)
-        name, sub, where = queue.pop(0)
         os.makedirs(where, exist_ok=True)
         log_path = os.path.join(where, STAGE_LOG)
         proc = ctx.Process(target=_stage_main, args=(sub, where, groups[g], log_path),

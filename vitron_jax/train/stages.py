@@ -9,6 +9,9 @@ run), then returns the main config with every stage's final checkpoint folder ad
 `checkpoint.init_from`: the main run initialises the components those checkpoints hold (by
 parameter path, `checkpoint.load_params`) before its own first step. A stage whose summary
 says it finished is not run again, so rerunning the command resumes where it stopped.
+A stage may start from earlier stages: `checkpoint.init_from_stages` names them (stages earlier
+in name order, e.g. a grounding stage of the LLM on the vision stage's tower); it trains after
+them, with their final checkpoints added to its own `checkpoint.init_from`.
 Overrides reach a stage's fields as `--config.stages.<name>.a.b=value`. With
 `train.parallel_stages > 1` the stages still to train run at once, in pinned worker processes
 (`train.stage_workers`; CPU hosts).
@@ -44,6 +47,42 @@ def _finished(workdir: str, steps: int) -> str | None:
   return step_dir if os.path.isdir(step_dir) else None
 
 
+def stage_inputs(stages: Any, name: str) -> list[str]:
+  """The stages whose final checkpoints start stage `name` (its `checkpoint.init_from_stages`,
+  a sequence or a comma-separated string); each must be a stage earlier in name order."""
+  raw = stages[name].checkpoint.get("init_from_stages") or ()
+  if isinstance(raw, str):
+    raw = [s for s in (x.strip() for x in raw.split(",")) if s]
+  names = sorted(stages.keys())
+  earlier = names[:names.index(name)]
+  bad = [s for s in raw if s not in earlier]
+  if bad:
+    raise ValueError(f"config.stages.{name}.checkpoint.init_from_stages names {bad}: a stage "
+                     f"starts only from stages earlier in name order ({earlier})")
+  return list(raw)
+
+
+def _final(workdir: str, stages: Any, name: str) -> str:
+  where = os.path.join(workdir, STAGES_DIR, name)
+  done = _finished(where, int(stages[name].train.steps))
+  if done is None:
+    raise RuntimeError(f"stage {name!r} ended without a final checkpoint in {where}")
+  return done
+
+
+def _with_stage_inputs(stages: Any, name: str, workdir: str) -> Any:
+  """Stage `name`'s config with its input stages' final checkpoints in `checkpoint.init_from`."""
+  sub = stages[name]
+  inputs = stage_inputs(stages, name)
+  if not inputs:
+    return sub
+  sub = sub.copy_and_resolve_references()
+  with sub.unlocked():
+    sub.checkpoint.init_from = ",".join(init_sources(sub)
+                                        + [_final(workdir, stages, s) for s in inputs])
+  return sub
+
+
 def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
                ) -> tuple[Any, dict | None]:
   """Train `config.stages` in order (see the module docstring). Returns (the main config with
@@ -65,18 +104,29 @@ def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
     sub = stages[name]
     if sub.get("stages"):
       raise ValueError(f"config.stages.{name} has stages of its own; stages do not nest")
+    stage_inputs(stages, name)  # named stages exist and come earlier
     where = os.path.join(workdir, STAGES_DIR, name)
     done = _finished(where, int(sub.train.steps))
     if done is None:
-      pending.append((name, sub, where))
+      pending.append(name)
     else:
       log.info("stage %s already finished: %s", name, done)
-  if workers > 1 and len(pending) > 1:
-    summary = stage_workers.run_parallel(pending, workers)
+  after = {n: stage_inputs(stages, n) for n in pending}
+  needed = {s for deps in after.values() for s in deps}
+  pending.sort(key=lambda n: n not in needed)  # stages others start from go first
+  runs = [(n, stages[n], os.path.join(workdir, STAGES_DIR, n)) for n in pending]
+
+  def prepare(name, sub):
+    del sub  # the stage's config as given; its inputs are added once they have finished
+    return _with_stage_inputs(stages, name, workdir)
+
+  if workers > 1 and len(runs) > 1:
+    summary = stage_workers.run_parallel(runs, workers, after, prepare)
     if summary is not None:
       return config, summary
-  else:
-    for name, sub, where in pending:
+  else:  # in turn, in that order: a stage's inputs come before it
+    for name, sub, where in runs:
+      sub = prepare(name, sub)
       log.info("stage %s (task %s, %d steps) in %s", name, sub.task.name,
                int(sub.train.steps), where)
       summary = train_fn(sub, where)
@@ -84,11 +134,7 @@ def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
         return config, summary
   sources = init_sources(config)
   for name in names:  # in name order whatever order they ran in: later folders win
-    where = os.path.join(workdir, STAGES_DIR, name)
-    done = _finished(where, int(stages[name].train.steps))
-    if done is None:
-      raise RuntimeError(f"stage {name!r} ended without a final checkpoint in {where}")
-    sources.append(done)
+    sources.append(_final(workdir, stages, name))
   with config.unlocked():
     config.checkpoint.init_from = ",".join(sources)
   return config, None
