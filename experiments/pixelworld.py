@@ -24,7 +24,9 @@ editor (`model.editor`, stage `s0_editor`: 3000 steps of the pixel-space inpaint
 the rest kept). Not in quick: the two 3000-step stages would take quick past its few minutes
 (BUILD_NOTES.md).
 "" (default): all tasks including videos (2 frames), 32 px, longer, the image segmenter,
-generator and editor in the step; evaluated on `heldout`.
+generator and editor and the three video backends in the step; before the main run, stage
+`s2_grounding` (`grounding_stage`: the LLM on `ref_box` and `video_grounding` alone, from
+stage `s1_vision`'s tower); evaluated on `heldout`.
 "segmenter" / "generator" / "editor": stage s0_segmenter / s0_generator / s0_editor alone.
 Everything trains, the vision tower included (PixelWorld has no pretrained weights). Every
 trained subtask is scored from free-running greedy answers with its primary metric beside that
@@ -81,8 +83,9 @@ TINY_VIDEO = dict(pixel_patch=4, channels=(64, 64), conv_blocks=1, layers_per_bl
                   object_weight=5.0, prediction="sample", min_snr_gamma=0.0)
 
 
-#: ... and the text -> video one also takes the clip's layout from its invocation: each
-#: object's box in every frame, drawn frame by frame as input channels (`LayoutVideoBackend`)
+#: ... and the text -> video and image -> video ones also take the clip's layout from their
+#: invocation: each object's box in every frame, drawn frame by frame as input channels
+#: (`LayoutVideoBackend`, `FirstFrameLayoutVideoBackend`)
 TINY_VIDEO_GENERATOR = dict(TINY_VIDEO, layout=True, max_phrases=4, phrase_len=6)
 
 
@@ -142,7 +145,7 @@ def get_config(arg: str = ""):
   c.model.head.backends = {m: TINY_BACKENDS[m] for m in modules}
   c.model.llm.num_hidden_layers = 2 if quick else 4
   c.task.tokenizer = "pixelworld"
-  c.task.seq_len = 96 if quick else 128
+  c.task.seq_len = 96 if quick else 144
   c.task.system = ""                     # PixelWorld chats carry no system prompt
   c.task.max_regions = 3
   c.task.videos = not quick
@@ -197,10 +200,12 @@ def get_config(arg: str = ""):
   if not quick:  # the video backends (frozen; pretrained by their s0 stages)
     for field, (module, stage) in VIDEO_BACKENDS.items():
       c.model[field] = ml_collections.ConfigDict(
-          dict(TINY_VIDEO_GENERATOR if field == "video_generator" else TINY_VIDEO))
+          dict(TINY_VIDEO if field == "video_editor" else TINY_VIDEO_GENERATOR))
       c.model[field].num_frames = c.data.pixelworld.num_frames
       c.task.backend_rows[module] = 4
       c.stages[stage] = video_stage(c, field)
+    # the LLM learns to place boxes on grounding rows alone before the main run (design phase 2)
+    c.stages.s2_grounding = grounding_stage(c)
   return c
 
 
@@ -248,7 +253,7 @@ def vision_stage(c, quick: bool) -> ml_collections.ConfigDict:
 GROUNDING_TASKS = ("ref_box", "video_grounding")
 
 
-def grounding_stage(c, quick: bool) -> ml_collections.ConfigDict:
+def grounding_stage(c) -> ml_collections.ConfigDict:
   """Stage s2: the design's phase 2, grounding before the main run. The main run's LLM and
   frontend, started from stage s1's tower (`checkpoint.init_from_stages`), learn to answer
   boxes on the grounding tasks alone (LM loss; no backends in its step); the main run starts
@@ -263,10 +268,10 @@ def grounding_stage(c, quick: bool) -> ml_collections.ConfigDict:
   s.loss.backend = 0.0
   tasks = [t for t in GROUNDING_TASKS if s.task.videos or t != "video_grounding"]
   s.data.sources = (("pixelworld", ",".join(tasks), 1.0),)
-  s.train.steps = 2000
+  s.train.steps = 4000
   s.train.log_every = 50
   s.train.eval_at_end = True
-  s.checkpoint.every_steps = 2000
+  s.checkpoint.every_steps = 1000
   s.checkpoint.init_from_stages = "s1_vision"
   s.eval = ml_collections.ConfigDict(dict(s.eval.to_dict(), split="heldout", num_samples=64))
   return s

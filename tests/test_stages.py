@@ -159,10 +159,10 @@ def test_a_stage_starts_from_the_stages_it_names(tmp_path):
   assert order == [("s2_c", f"{final['s0_a']},{final['s1_b']}")]
 
 
-def test_stages_others_start_from_train_first(tmp_path):
+def test_chains_of_stages_train_first(tmp_path):
   order = []
   run_stages(_staged(s2_c="s1_b"), str(tmp_path), _fake_train(order))
-  assert [n for n, _ in order] == ["s1_b", "s0_a", "s2_c"]
+  assert [n for n, _ in order] == ["s1_b", "s2_c", "s0_a"]
 
 
 @pytest.mark.parametrize("inputs,match", [({"s1_b": "s2_c"}, r"names \['s2_c'\]"),
@@ -172,6 +172,22 @@ def test_a_stage_starts_only_from_earlier_stages(tmp_path, inputs, match):
   with pytest.raises(ValueError, match=match):
     run_stages(_staged(**inputs), str(tmp_path), _fake_train([]))
   assert not (tmp_path / "stages").exists()  # refused before anything trained
+
+
+def test_the_grounding_stage_hands_the_main_run_its_llm_and_tower():
+  c = EP.get_config("")
+  s = c.stages.s2_grounding
+  assert s.checkpoint.init_from_stages == "s1_vision" and not s.get("stages")
+  assert s.data.sources == (("pixelworld", "ref_box,video_grounding", 1.0),)
+  shapes = {}
+  for name, cfg in (("stage", s), ("main", c)):
+    params = jax.eval_shape(build_task(cfg).init, jax.random.PRNGKey(0))
+    shapes[name] = {jax.tree_util.keystr(p): x.shape
+                    for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  # no backend in its step; everything it trains is the main run's, shape for shape
+  assert not any("backends" in k for k in shapes["stage"])
+  assert any("llm" in k for k in shapes["stage"]) and any("vision_tower" in k for k in shapes["stage"])
+  assert {k: shapes["main"].get(k) for k in shapes["stage"]} == shapes["stage"]
 
 
 def _vision_params(step_dir, item):

@@ -25,8 +25,9 @@ from vitron_jax.train.task import build_task  # noqa: E402
 from vitron_jax.backends.diffusion.gligen import GligenInputs  # noqa: E402
 from vitron_jax.backends.diffusion.layout import layout_map  # noqa: E402
 from vitron_jax.protocol import invocation as I  # noqa: E402
-from vitron_jax.train.video_diffusion import (VideoAnimator, VideoGenerator,  # noqa: E402
-                                              video_phrases_of)
+from vitron_jax.train.video_diffusion import (FirstFrameVideoBackend,  # noqa: E402
+                                              LayoutVideoBackend, VideoAnimator,
+                                              VideoGenerator, video_phrases_of)
 
 ARGS = ("video_generator", "video_animator", "video_editor")
 
@@ -61,7 +62,7 @@ def test_examples_of_every_video_subtask_and_their_errors(tasks):
     c = 3 * b.fields["pixel_patch"] ** 2
     layout = b.fields["text_width"] + b.fields["pixel_patch"] ** 2 if b.fields.get("layout") else 0
     assert b.models.unet.config.in_channels == (2 * c if b.source else c) + layout
-    assert bool(layout) == (arg == "video_generator")
+    assert bool(layout) == (arg != "video_editor")
     assert b.backend.condition_shape == tuple(EP.TINY_BACKENDS[b.module]["condition_shape"])
     caption = PixelWorld(task.world_config, split="train", seed=0).sample(0, task="image_caption")
     with pytest.raises(pipeline.BadSampleError, match=f"not {task.what} sample"):
@@ -165,12 +166,54 @@ def test_the_text_to_video_layout_is_each_frames_boxes_drawn_in_that_frame(tasks
   assert plain.models.unet.config.in_channels == 3 * g.fields["pixel_patch"] ** 2
   with pytest.raises(ValueError, match="takes no boxes \\(model.video_generator.layout is"):
     plain.inputs(inv.command, None, inv.boxes)
-  with pytest.raises(ValueError, match="image_to_video takes no boxes"):
-    tasks["video_animator"].backend.inputs("the red circle is moving left",
-                                           np.zeros((32, 32, 3), np.uint8), inv.boxes[:2])
+  with pytest.raises(ValueError, match="edit_video takes no boxes \\(its invocation names no"):
+    tasks["video_editor"].backend.inputs("make the red circle blue",
+                                         np.zeros((2, 32, 32, 3), np.uint8), inv.boxes[:2])
   assert video_phrases_of("a small red circle moving up along a curve, an orange star staying "
                           "still and a blue ring entering from the left on a white background",
                           3) == ["a small red circle", "an orange star", "a blue ring"]
+
+
+def test_the_image_to_video_layout_follows_the_first_frame(tasks):
+  """An image -> video invocation plans where each object of the image goes (every object's
+  box in every frame, as text -> video's); the UNet's extra channels are the first frame's,
+  then the layout's, and the clip made follows the plan."""
+  task = tasks["video_animator"]
+  a = task.backend
+  s = next(x for x in _samples(task, 12) if len(x["objects"]) >= 2)
+  inv = I.find_invocation(s["conversations"][-1]["value"])
+  n = len(s["objects"])
+  assert inv.module == "image_to_video" and len(inv.boxes) == 2 * n
+  for j, o in enumerate(s["objects"]):
+    np.testing.assert_allclose(np.asarray(inv.boxes[2 * j:2 * j + 2]) * 32,
+                               np.asarray(o["boxes"], np.float32).reshape(-1, 4), atol=0.05)
+  assert [p.split()[0] for p in video_phrases_of(inv.command, n)] == ["the"] * n
+  e = a.inputs(inv.command, s["images"][0], inv.boxes)
+  assert e["phrase_mask"].tolist() == [1.0] * n + [0.0] * (4 - n)
+  params = flax.linen.meta.unbox(jax.jit(task.init)(jax.random.key(0)))
+  p = params["backends"]["image_to_video"]
+  batch = {k: jnp.asarray(v)[None] for k, v in e.items()}
+  c = 3 * a.fields["pixel_patch"] ** 2
+  shape = (1, 2, a.latent_size, a.latent_size, c)
+  concat = np.asarray(a.backend._concat(p, batch, shape))
+  first = np.asarray(FirstFrameVideoBackend._concat(a.backend, p, batch, shape))
+  layout = np.asarray(LayoutVideoBackend._concat(a.backend, p, batch, shape))
+  assert concat.shape[-1] == a.models.unet.config.in_channels - c
+  np.testing.assert_array_equal(concat[..., :c], first)
+  np.testing.assert_array_equal(concat[..., c:], layout)
+  assert "then the clip's layout" in a.concat_description
+  clips = task.images(params, [s])
+  still = dict(s, conversations=s["conversations"][:-1] + [dict(s["conversations"][-1], value=(
+      I.render(I.Invocation(inv.module, inv.command, tuple(
+          inv.boxes[2 * j] for j in range(n) for _ in range(2))))))])
+  assert np.abs(task.images(params, [still]).astype(int) - clips).mean() > 0.5
+  plain = VideoAnimator(dict(a.fields, layout=False), 32, a.tokenizer)
+  assert plain.models.unet.config.in_channels == 2 * c
+  with pytest.raises(ValueError, match="takes no boxes \\(model.video_animator.layout is"):
+    plain.inputs(inv.command, s["images"][0], inv.boxes)
+  assert video_phrases_of("the red circle is moving left, the small blue square is staying "
+                          "still and the green ring is entering from the top", 3) == [
+                              "the red circle", "the small blue square", "the green ring"]
 
 
 def test_motion_scores_of_the_true_clip_a_frozen_clip_and_noise(tasks):

@@ -29,12 +29,13 @@ ROWS = {"generate_video": "t2v_videos", "image_to_video": "i2v_videos",
 def _config():
   c = EP.get_config("quick")
   c.task.videos = True
+  c.task.seq_len = EP.get_config("").task.seq_len  # the full job's: planned clips are long
   c.data.sources = (("pixelworld", ",".join(SUBTASKS.values()), 1.0),)
   c.model.segmenter = None  # no segmentation rows here: its SAM would only add compile time
   c.task.backend_rows = {}
   for field, (module, _) in EP.VIDEO_BACKENDS.items():
     c.model.head.backends[module] = dict(EP.TINY_BACKENDS[module])
-    fields = EP.TINY_VIDEO_GENERATOR if field == "video_generator" else EP.TINY_VIDEO
+    fields = EP.TINY_VIDEO if field == "video_editor" else EP.TINY_VIDEO_GENERATOR
     c.model[field] = dict(fields, num_frames=2, steps=2)
     c.task.backend_rows[module] = 2
   return c

@@ -42,7 +42,8 @@ writes
                           folders in pixel space (in_channels = 3 * pixel_patch^2, plus as
                           many again after them for image_to_video: the first frame on every
                           frame, and edit_video: the source video frame by frame;
-                          generate_video: the clip's layout, frame by frame)
+                          generate_video, and image_to_video after its first frame: the
+                          clip's layout, frame by frame)
         text_encoder/, scheduler/ as the generator's; <what>.json as generator.json, with
                           num_frames and what the UNet's extra channels hold
 

@@ -20,7 +20,7 @@ segment_video  ``<seg_video>``  video segmentation and tracking
 generate_image ``<gen_image>``  text (+ boxes) -> image
 edit_image     ``<edit_image>`` image editing / inpainting
 generate_video ``<gen_video>``  text (+ layout boxes) -> video
-image_to_video ``<img2video>``  first frame (+ text) -> video
+image_to_video ``<img2video>``  first frame + text (+ layout boxes) -> video
 edit_video     ``<edit_video>`` video editing
 ============== ================ =========================================
 
@@ -29,8 +29,9 @@ Location tokens ``<loc0000>`` … ``<loc1023>``: a normalised coordinate ``x`` i
 
 Time tokens ``<t00>`` … ``<t63>``: a frame index (0-based) of a video.
 
-A ``generate_video`` invocation's boxes are the clip's layout: each object's box in every
-frame, object-major (object 0 in frames 0 … T-1, then object 1 …), in the command's order.
+A ``generate_video`` or ``image_to_video`` invocation's boxes are the clip's layout: each
+object's box in every frame, object-major (object 0 in frames 0 … T-1, then object 1 …), in the
+command's order.
 """
 from __future__ import annotations
 

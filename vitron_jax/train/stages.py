@@ -113,7 +113,9 @@ def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
       log.info("stage %s already finished: %s", name, done)
   after = {n: stage_inputs(stages, n) for n in pending}
   needed = {s for deps in after.values() for s in deps}
-  pending.sort(key=lambda n: n not in needed)  # stages others start from go first
+  # the stages others start from go first, then those that start from them (each as soon as
+  # its inputs are done), then the rest: the longest chain of stages starts first
+  pending.sort(key=lambda n: 0 if n in needed else 1 if after[n] else 2)
   runs = [(n, stages[n], os.path.join(workdir, STAGES_DIR, n)) for n in pending]
 
   def prepare(name, sub):

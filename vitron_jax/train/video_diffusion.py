@@ -19,10 +19,13 @@ InstructPix2Pix conditions on its source image; `ConcatVideoBackend`):
   The LLM plans where each object is in each frame (LLM-grounded video diffusion); without
   boxes nothing is drawn. Text alone left the tiny UNet3D drawing blobs of unasked colours
   that did not move the asked way (direction 0.03 against a 0.20 chance; BUILD_NOTES.md);
-* `image_to_video`: the first frame, repeated on every frame (`FirstFrameVideoBackend`). The
-  reference I2VGen-XL (`Img2VideoBackend`) adds a CLIP image encoder and an fps embedding;
-  with no pretrained image encoder here, the frame as input channels is what a small model
-  trained from scratch can use;
+* `image_to_video`: the first frame, repeated on every frame (`FirstFrameVideoBackend`), and
+  with `layout` (on by default) the clip's layout after it as the text -> video one draws it
+  (`FirstFrameLayoutVideoBackend`): the LLM finds the image's objects and plans where each
+  goes. The reference I2VGen-XL (`Img2VideoBackend`) adds a CLIP image encoder and an fps
+  embedding; with no pretrained image encoder here, the frame as input channels is what a
+  small model trained from scratch can use. With the frame and text alone the tiny UNet3D
+  copied frame 0 and blurred a displaced copy into frame 1 (direction 0.40; BUILD_NOTES.md);
 * `edit_video`: the source video, frame by frame (`SourceVideoBackend`). A PixelWorld video
   edit recolours one object named only in the command (the invocation has no box), so the
   model must see the source to keep the rest; SDEdit-style re-noising (`EditVideoBackend`)
@@ -57,14 +60,15 @@ DEFAULTS: dict[str, Any] = {**COMMON, "num_frames": 2}
 GENERATOR_DEFAULTS: dict[str, Any] = {**DEFAULTS, "layout": True, "max_phrases": 4,
                                       "phrase_len": 6}
 
-_ITEM_SPLIT = re.compile(r", | and (?=an? )")
-_MOTION = re.compile(r" (?:moving|staying|entering)\b.*$")
+_ITEM_SPLIT = re.compile(r", | and (?=(?:an?|the) )")
+_MOTION = re.compile(r" (?:is )?(?:moving|staying|entering)\b.*$")
 
 
 def video_phrases_of(command: str, n: int) -> list[str]:
   """The `n` object phrases of a text -> video command "p1 moving right, p2 staying still and
-  p3 moving up along a curve on a white background" (PixelWorld's grammar: each item is an
-  indefinite noun phrase, then its motion: moving / staying / entering ...)."""
+  p3 moving up along a curve on a white background" or an image -> video one "the red circle
+  is moving right and the blue square is staying still" (PixelWorld's grammar: each item is a
+  noun phrase, then its motion: [is] moving / staying / entering ...)."""
   body = command.strip()
   cut = body.rfind(" on ")
   if cut > 0 and body.endswith("background"):
@@ -125,6 +129,16 @@ class FirstFrameVideoBackend(ConcatVideoBackend):
     P.check_unit_images(first, "batch['source_images']")
     z = P.encode_images(self.models, params, first)
     return jnp.broadcast_to(z[:, None], tuple(shape[:-1]) + z.shape[-1:])
+
+
+class FirstFrameLayoutVideoBackend(ConcatVideoBackend):
+  """First frame + the clip's layout + text -> video: the first frame's channels
+  (`FirstFrameVideoBackend`), then the layout's (`LayoutVideoBackend`)."""
+  module = "image_to_video"
+
+  def _concat(self, params, batch, shape):
+    return jnp.concatenate([FirstFrameVideoBackend._concat(self, params, batch, shape),
+                            LayoutVideoBackend._concat(self, params, batch, shape)], axis=-1)
 
 
 class SourceVideoBackend(ConcatVideoBackend):
@@ -264,10 +278,13 @@ class VideoDiffusion(PixelDiffusion):
             "source_videos": "the source video's latents, frame by frame"}[self.source]
 
 
-class VideoGenerator(VideoDiffusion):
-  """`generate_video`: text (+ the clip's layout, with `layout`) -> video."""
-  module, what = "generate_video", "video_generator"
+class LayoutVideoDiffusion(VideoDiffusion):
+  """A video backend that may draw the clip's layout from its invocation's boxes (field
+  `layout`): every object's box in every frame, object-major, each frame's boxes with their
+  phrases' pooled embeddings as that frame's input channels, after any source channels.
+  Subclasses set `plain_cls` / `layout_cls` (the backend without / with the layout)."""
   DEFAULTS = GENERATOR_DEFAULTS
+  plain_cls = layout_cls = None
 
   # read from the checked fields, which `PixelDiffusion.__init__` sets before building
   layout = property(lambda self: bool(self.fields["layout"]))
@@ -276,15 +293,14 @@ class VideoGenerator(VideoDiffusion):
 
   @property
   def backend_cls(self):
-    return LayoutVideoBackend if self.layout else GenVideoBackend
+    return self.layout_cls if self.layout else self.plain_cls
 
   def _grounding_layout(self) -> bool:
     return False  # the backend draws the layout frame by frame itself (not the 2-D pipeline's)
 
   def _concat_channels(self) -> int:
-    if not self.layout:
-      return 0
-    return L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"])
+    extra = L.layout_channels(self.fields["text_width"], self.fields["pixel_patch"])
+    return super()._concat_channels() + (extra if self.layout else 0)
 
   def spec(self) -> dict[str, tuple[tuple[int, ...], Any]]:
     out = super().spec()
@@ -303,7 +319,7 @@ class VideoGenerator(VideoDiffusion):
                        f"{len(boxes)}")
     n = len(boxes) // t
     if n > k:
-      raise ValueError(f"the layout has {n} objects; the video generator draws at most "
+      raise ValueError(f"the layout has {n} objects; model.{self.what} draws at most "
                        f"max_phrases={k}")
     pid = np.full((k, self.phrase_len), self.eot, np.int32)
     for j, p in enumerate(video_phrases_of(command, n) if n else ()):
@@ -313,16 +329,26 @@ class VideoGenerator(VideoDiffusion):
 
   @property
   def concat_description(self) -> str:
+    plain = super().concat_description
     if not self.layout:
-      return super().concat_description
-    return ("the clip's layout, frame by frame: per cell the mean over its pixels of the "
-            "summed pooled phrase embeddings of the boxes covering the pixel centre in that "
-            "frame, then the boxes' union per pixel, space-to-depth")
+      return plain
+    drawn = ("the clip's layout, frame by frame: per cell the mean over its pixels of the "
+             "summed pooled phrase embeddings of the boxes covering the pixel centre in that "
+             "frame, then the boxes' union per pixel, space-to-depth")
+    return drawn if plain == "none" else f"{plain}, then {drawn}"
 
 
-class VideoAnimator(VideoDiffusion):
-  """`image_to_video`: the conversation's image as the first frame + text -> video."""
-  module, what, backend_cls = "image_to_video", "video_animator", FirstFrameVideoBackend
+class VideoGenerator(LayoutVideoDiffusion):
+  """`generate_video`: text (+ the clip's layout, with `layout`) -> video."""
+  module, what = "generate_video", "video_generator"
+  plain_cls, layout_cls = GenVideoBackend, LayoutVideoBackend
+
+
+class VideoAnimator(LayoutVideoDiffusion):
+  """`image_to_video`: the conversation's image as the first frame + text (+ the clip's
+  layout, with `layout`: where each object of the image goes in every frame) -> video."""
+  module, what = "image_to_video", "video_animator"
+  plain_cls, layout_cls = FirstFrameVideoBackend, FirstFrameLayoutVideoBackend
   source = "source_images"
 
   def _source_of(self, sample):

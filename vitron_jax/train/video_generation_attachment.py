@@ -99,7 +99,8 @@ class VideoGenerationAttachment(VideoDiffusionAttachment):
 
 class ImageToVideoAttachment(VideoGenerationAttachment):
   maker, field, subtask, eval_row = VideoAnimator, "video_animator", I2V_TASK, "i2v_videos"
-  needs = "command, the conversation's image"
+  needs = ("command, the clip's layout (each object's box in every frame), the conversation's "
+           "image")
   module = VideoAnimator.module
 
   def _source(self, sample):

@@ -77,13 +77,15 @@ def text_to_video(ctx: CX.Ctx) -> dict:
 
 
 def image_to_video(ctx: CX.Ctx) -> dict:
-  """The first frame is the input image; the command says how each object moves."""
+  """The first frame is the input image; the command says how each object moves, and the
+  invocation carries the clip's layout (`trajectory_boxes`): where each object of the image
+  is in every frame, so the LLM finds the objects in the image and plans their paths."""
   rng = ctx.rng
   scene, r = ctx.video_scene()
   items = [f"{W.noun_phrase(o, definite=True)} is {W.motion_phrase(o)}" for o in scene.objects]
   command = W.join(items)
   q = W.pick(rng, W.I2V_Q).format(prompt=command)
-  inv = I.Invocation("image_to_video", command)
+  inv = I.Invocation("image_to_video", command, trajectory_boxes(r, scene.size))
   a = W.pick(rng, W.GEN_A).format(inv=I.render(inv))
   return dict(human=f"{T.IMAGE}\n{q}", gpt=a, images=[r.frames[0]],
               objects=SP.object_records(scene, r),
