@@ -43,6 +43,7 @@ import phase_data  # noqa: E402
 import ml_collections  # noqa: E402
 
 from vitron_jax.train.defaults import base_config  # noqa: E402
+from vitron_jax.train.vitron_backends import ATTACHMENTS, VIDEO_ATTACHMENTS  # noqa: E402
 
 #: the segmentation backend at PixelWorld size (TINY_BACKENDS takes its condition shape from it);
 #: its own command encoder (64 wide, commands up to 16 tokens) gives the native condition;
@@ -261,7 +262,7 @@ def grounding_stage(c) -> ml_collections.ConfigDict:
   (BUILD_NOTES.md, "Where the LLM's boxes fail"): alone, ~2000 steps of 64 rows make them."""
   s = c.copy_and_resolve_references()
   del s["stages"]
-  for field in ("segmenter", "generator", "editor", *VIDEO_BACKENDS):
+  for field in (*ATTACHMENTS, *VIDEO_ATTACHMENTS):  # every backend's config field
     if field in s.model:
       del s.model[field]
   s.task.backend_rows = ml_collections.ConfigDict()
@@ -270,7 +271,6 @@ def grounding_stage(c) -> ml_collections.ConfigDict:
   s.data.sources = (("pixelworld", ",".join(tasks), 1.0),)
   s.train.steps = 4000
   s.train.log_every = 50
-  s.train.eval_at_end = True
   s.checkpoint.every_steps = 1000
   s.checkpoint.init_from_stages = "s1_vision"
   s.eval = ml_collections.ConfigDict(dict(s.eval.to_dict(), split="heldout", num_samples=64))

@@ -70,10 +70,8 @@ def _final(workdir: str, stages: Any, name: str) -> str:
   return done
 
 
-def _with_stage_inputs(stages: Any, name: str, workdir: str) -> Any:
-  """Stage `name`'s config with its input stages' final checkpoints in `checkpoint.init_from`."""
-  sub = stages[name]
-  inputs = stage_inputs(stages, name)
+def _with_stage_inputs(sub: Any, inputs: list[str], stages: Any, workdir: str) -> Any:
+  """A stage's config with its input stages' final checkpoints in `checkpoint.init_from`."""
   if not inputs:
     return sub
   sub = sub.copy_and_resolve_references()
@@ -99,28 +97,26 @@ def run_stages(config: Any, workdir: str, train_fn: Callable[[Any, str], dict]
                 workers, cpus, cpus)
     workers = cpus
   names = sorted(stages.keys())
+  after = {n: stage_inputs(stages, n) for n in names}  # named stages exist and come earlier
   pending = []
   for name in names:
     sub = stages[name]
     if sub.get("stages"):
       raise ValueError(f"config.stages.{name} has stages of its own; stages do not nest")
-    stage_inputs(stages, name)  # named stages exist and come earlier
     where = os.path.join(workdir, STAGES_DIR, name)
     done = _finished(where, int(sub.train.steps))
     if done is None:
       pending.append(name)
     else:
       log.info("stage %s already finished: %s", name, done)
-  after = {n: stage_inputs(stages, n) for n in pending}
-  needed = {s for deps in after.values() for s in deps}
+  needed = {s for n in pending for s in after[n]}
   # the stages others start from go first, then those that start from them (each as soon as
   # its inputs are done), then the rest: the longest chain of stages starts first
   pending.sort(key=lambda n: 0 if n in needed else 1 if after[n] else 2)
   runs = [(n, stages[n], os.path.join(workdir, STAGES_DIR, n)) for n in pending]
 
-  def prepare(name, sub):
-    del sub  # the stage's config as given; its inputs are added once they have finished
-    return _with_stage_inputs(stages, name, workdir)
+  def prepare(name, sub):  # once its inputs have finished
+    return _with_stage_inputs(sub, after[name], stages, workdir)
 
   if workers > 1 and len(runs) > 1:
     summary = stage_workers.run_parallel(runs, workers, after, prepare)
