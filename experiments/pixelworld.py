@@ -189,6 +189,11 @@ def get_config(arg: str = ""):
   c.task.backend_rows = ml_collections.ConfigDict(dict(segment_image=8))
   if "segment_video" in modules:  # the same SAM tracks the video_seg rows (~2 of 64 a batch)
     c.task.backend_rows.segment_video = 4
+  # the segmenter finds the objects that edits and image -> video plans name before their
+  # backends run (Grounded-SAM's composition; `train.phrase_grounding`): the full job's finds
+  # them at held-out box IoU 0.68-0.75, the LLM's own boxes 0.15-0.3 (BUILD_NOTES.md). Quick
+  # attaches no backend whose invocations name objects of the image.
+  c.task.ground_with_segmenter = with_diffusion
   c.stages = ml_collections.ConfigDict({"s0_segmenter": segmenter_stage(c, quick),
                                         "s1_vision": vision_stage(c, quick)})
   if with_diffusion:  # the image generator and editor (frozen; pretrained by their s0 stages)
@@ -266,6 +271,7 @@ def grounding_stage(c) -> ml_collections.ConfigDict:
     if field in s.model:
       del s.model[field]
   s.task.backend_rows = ml_collections.ConfigDict()
+  s.task.ground_with_segmenter = False  # (no segmenter here)
   s.loss.backend = 0.0
   tasks = [t for t in GROUNDING_TASKS if s.task.videos or t != "video_grounding"]
   s.data.sources = (("pixelworld", ",".join(tasks), 1.0),)

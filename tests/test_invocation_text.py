@@ -135,6 +135,18 @@ def test_malformed_invocations_give_typed_errors(text, kind):
   assert not got
 
 
+def test_replace_invocation_keeps_the_text_around_it():
+  old = I.Invocation("edit_image", "remove the red circle", ((0.1, 0.1, 0.2, 0.2),))
+  new = I.Invocation("edit_image", "remove the red circle", ((0.5, 0.5, 0.75, 0.75),))
+  answer = f"Sure. {I.render(old)} Done. {I.render(old)}"
+  got = I.replace_invocation(answer, new)
+  assert got == f"Sure. {I.render(new)} Done. {I.render(old)}"  # the first one only
+  assert I.render(I.find_invocation(got)) == I.render(new)
+  for bad in ("no invocation here", "ok <inv><edit_image><cmd>a"):
+    with pytest.raises(ValueError, match="no closed invocation"):
+      I.replace_invocation(bad, new)
+
+
 def test_find_invocation_none_and_errors():
   assert I.find_invocation("a red circle") is None
   assert I.find_invocation("ok <inv><seg_image><cmd>a") == I.InvocationError(

@@ -160,18 +160,23 @@ def test_the_runs_generator_is_built_in(bot, tmp_path, monkeypatch):
   assert "generate_image not run" in bad.note and not bad.files
 
 
+def _edit_signal(bot):
+  head = bot.task.vcfg.head
+  k = head.num_queries[head.index("edit_image")]
+  return (np.ones((head.k_max, bot.task.vcfg.llm.hidden_size), np.float32),
+          np.arange(head.k_max) < k, head.index("edit_image"))
+
+
 def test_the_runs_editor_is_built_in(bot, tmp_path, monkeypatch):
   bot.out_dir = str(tmp_path)
+  monkeypatch.setattr(bot.task, "grounder", None)  # the boxes as the LLM wrote them
   img = _image(bot)
   box = I.normalize_box((4, 4, 20, 20), 32, 32)
   answers = iter([
       ("Done. <inv><edit_image><cmd>make the red circle green</cmd><region>"
        f"{I.box_to_loc_tokens(box)}</region></inv>"),
       "Done. <inv><edit_image><cmd>make the red circle green</cmd></inv>"])
-  head = bot.task.vcfg.head
-  k = head.num_queries[head.index("edit_image")]
-  signal = (np.ones((head.k_max, bot.task.vcfg.llm.hidden_size), np.float32),
-            np.arange(head.k_max) < k, head.index("edit_image"))
+  signal = _edit_signal(bot)
   monkeypatch.setattr(bot.task, "answer", lambda *a, **kw: ([next(answers)], [signal]))
   msgs = [{"role": "user", "content": "Make the red circle green."}]
   reply = bot.chat(msgs, images=[img])
@@ -186,6 +191,30 @@ def test_the_runs_editor_is_built_in(bot, tmp_path, monkeypatch):
   # no box: nothing says where to edit, and the reply says the editor did not run
   bad = bot.chat(msgs, images=[img])
   assert "edit_image not run" in bad.note and not bad.files
+
+
+def test_the_segmenter_finds_what_an_edit_names(bot, tmp_path, monkeypatch):
+  """With `task.ground_with_segmenter` the editor repaints where the segmenter finds the
+  object the command names, not where the LLM's box points; the reply keeps the LLM's text."""
+  from vitron_jax.train.editor import edit_region
+  from vitron_jax.train.phrase_grounding import PhraseGrounder
+  bot.out_dir = str(tmp_path)
+  img = _image(bot)
+  llm_box, found = I.normalize_box((0, 0, 8, 8), 32, 32), I.normalize_box((16, 16, 30, 30), 32, 32)
+  grounder = PhraseGrounder(bot.task.backends["segment_image"])
+  phrases = []
+  monkeypatch.setattr(grounder, "find", lambda p, ims, ps: phrases.extend(ps) or [found])
+  monkeypatch.setattr(bot.task, "grounder", grounder)
+  text = ("Done. <inv><edit_image><cmd>make the red circle green</cmd><region>"
+          f"{I.box_to_loc_tokens(llm_box)}</region></inv>")
+  monkeypatch.setattr(bot.task, "answer", lambda *a, **kw: ([text], [_edit_signal(bot)]))
+  reply = bot.chat([{"role": "user", "content": "Make the red circle green."}], images=[img])
+  assert phrases == ["the red circle"] and reply.text == text
+  assert reply.note.endswith("the boxes of what it names found by segment_image"), reply.note
+  edited = np.asarray(PIL.Image.open(reply.files[0]))
+  keep = ~edit_region([found], 32)
+  np.testing.assert_array_equal(edited[keep], img[keep])  # repainted in the found box only
+  assert not np.array_equal(edited, img)
 
 
 def test_bad_chat_input(bot):

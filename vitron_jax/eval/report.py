@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from vitron_jax.convert.safetensors_io import write_text
 from vitron_jax.eval.answers import primary_metric
@@ -55,13 +55,15 @@ def _table_lines(split: str, table: Mapping[str, Mapping[str, float]]) -> list[s
 
 def report_text(step: int, tables: Mapping[str, Mapping[str, Mapping[str, float]]], *,
                 title: str, picture_files: Mapping[str, str] | None = None,
-                loss_png: str | None = None, skipped: int = 0) -> str:
+                loss_png: str | None = None, skipped: int = 0,
+                notes: Sequence[str] = ()) -> str:
   """The markdown of the report (no I/O); `tables` maps split -> table, in order."""
   if not tables:
     raise ValueError("report_text needs at least one split's table")
   lines = [f"# {title}", "", f"Evaluation at step {int(step)}: free-running greedy answers "
            "(never teacher-forced); each subtask's primary metric beside the chance level of "
            "the same samples.", ""]
+  lines += [line for n in notes for line in (n, "")]
   for split, table in tables.items():
     lines += _table_lines(split, table)
   if skipped:
@@ -79,9 +81,9 @@ def write_report(workdir: str, step: int,
                  tables: Mapping[str, Mapping[str, Mapping[str, float]]], *,
                  title: str = "VITRON on PixelWorld",
                  pictures: Mapping[str, tuple[bytes, int, int]] | None = None,
-                 skipped: int = 0) -> str:
-  """Writes `<workdir>/report.md` (and its pictures: `{tag: (PNG or GIF bytes, height, width)}`);
-  returns its path."""
+                 skipped: int = 0, notes: Sequence[str] = ()) -> str:
+  """Writes `<workdir>/report.md` (and its pictures: `{tag: (PNG or GIF bytes, height, width)}`;
+  `notes`: paragraphs under the introduction); returns its path."""
   files = {}
   if pictures:
     os.makedirs(os.path.join(workdir, PICTURE_DIR), exist_ok=True)
@@ -92,5 +94,5 @@ def write_report(workdir: str, step: int,
       files[tag] = rel
   loss = "loss.png" if os.path.exists(os.path.join(workdir, "loss.png")) else None
   text = report_text(step, tables, title=title, picture_files=files,
-                     loss_png=loss, skipped=skipped)
+                     loss_png=loss, skipped=skipped, notes=notes)
   return str(write_text(text, os.path.join(workdir, REPORT)))

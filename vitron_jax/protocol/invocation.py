@@ -285,6 +285,17 @@ def find_invocation(answer: str) -> Invocation | InvocationError | None:
   return parse(answer[start:close + len(T.INV_CLOSE)])
 
 
+def replace_invocation(answer: str, inv: Invocation) -> str:
+  """`answer` with its first invocation (``<inv>`` ... ``</inv>``) rendered anew from `inv`;
+  the text around it is kept as it was. ValueError when the answer has no closed
+  invocation."""
+  start = answer.find(T.INV_OPEN) if isinstance(answer, str) else -1
+  close = answer.find(T.INV_CLOSE, start) if start >= 0 else -1
+  if close < 0:
+    raise ValueError(f"answer has no closed invocation to replace: {answer!r}")
+  return answer[:start] + render(inv) + answer[close + len(T.INV_CLOSE):]
+
+
 def split_answer(answer: str) -> tuple[str, Invocation | InvocationError | None]:
   """(answer text without its first invocation, whitespace collapsed; `find_invocation`)."""
   result = find_invocation(answer)

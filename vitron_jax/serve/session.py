@@ -173,10 +173,14 @@ class Vitron:
   def _run_attached(self, attached, sample, text: str, signal) -> tuple[list[str], str]:
     """The run's own backend (`train.vitron_backends`) on this turn: (files written, note)."""
     m = attached.module
-    return attached.chat_files(self.task.model, self.task.model_params(self.params),
-                               self.params["backends"][attached.params_of], sample, text,
-                               signal,
-                               os.path.join(self.out_dir, f"turn{self.turn}_{m}"))
+    (given,), grounded = self.task.backend_answers(attached, self.params, [sample], [text])
+    files, note = attached.chat_files(self.task.model, self.task.model_params(self.params),
+                                      self.params["backends"][attached.params_of], sample,
+                                      given, signal,
+                                      os.path.join(self.out_dir, f"turn{self.turn}_{m}"))
+    if grounded:
+      note += f"; the boxes of what it names found by {self.task.grounder.module}"
+    return files, note
 
   def fitted_sample(self, messages, images=(), videos=(), regions=()) -> tuple[dict, int]:
     """`sample_of`, with the oldest (assistant, user) pairs after the first message (which

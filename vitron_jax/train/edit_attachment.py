@@ -16,10 +16,12 @@ image's, so failures never improve the mean.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from vitron_jax.eval.edited import edit_scores
-from vitron_jax.train.editor import Editor
+from vitron_jax.train.editor import Editor, edited_object
 from vitron_jax.train.editor_task import EDIT_TASK
 from vitron_jax.train.pixel_diffusion_attachment import PixelDiffusionAttachment
 
@@ -51,6 +53,22 @@ class EditAttachment(PixelDiffusionAttachment):
     if image is None or image.shape != (s, s, 3) or image.dtype != np.uint8:
       image = np.zeros((s, s, 3), np.uint8)
     return self.backend.inputs("a", ((0.0, 0.0, 1.0, 1.0),), image)
+
+  grounds = True
+
+  def grounded_phrases(self, inv):
+    """The object a recolour, remove or move names (`editor.edited_object`)."""
+    target = edited_object(inv.command)
+    return [target[1]] if target else []
+
+  def with_grounded(self, inv, found):
+    """The edited object's box is the one found; a move keeps the LLM's second box (where the
+    object goes: a place named in words)."""
+    (box,) = found
+    if box is None:
+      return inv
+    keep = tuple(inv.boxes[1:2]) if edited_object(inv.command)[0] == "move" else ()
+    return dataclasses.replace(inv, boxes=(tuple(box),) + keep)
 
   def _scores(self, image, sample):
     return edit_scores(image, sample)

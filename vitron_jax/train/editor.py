@@ -26,6 +26,7 @@ pixels weighted `object_weight` above the rest.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -40,6 +41,26 @@ from vitron_jax.train.pixel_diffusion import COMMON, PixelDiffusion
 MODULE = "edit_image"
 
 DEFAULTS: dict[str, Any] = {**COMMON, "layout": True, "max_boxes": 4, "source_channels": True}
+
+
+#: PixelWorld's edit commands that name an object of the source image, by operation; the
+#: object's phrase is "the [size] [colour] shape|object|one"
+_EDITED_OBJECT = (("recolour", re.compile(r"^make (the (?:\w+ )*?\w+) \w+$")),
+                  ("remove", re.compile(r"^remove (the (?:\w+ )*\w+)$")),
+                  ("move", re.compile(r"^move (the (?:\w+ )*?\w+)(?: to .+)?$")))
+
+
+def edited_object(command: str) -> tuple[str, str] | None:
+  """(operation, the phrase naming the source image's object it changes) of a PixelWorld edit
+  command, or None (an "add", or a command outside the grammar): "make the red circle blue" ->
+  ("recolour", "the red circle"); "remove X" -> ("remove", X); "move X [to the top left]" ->
+  ("move", X). The object's box is the invocation's first (a move's second is where it goes)."""
+  text = " ".join(str(command).split())
+  for op, pattern in _EDITED_OBJECT:
+    m = pattern.match(text)
+    if m:
+      return op, m.group(1)
+  return None
 
 
 def edit_region(boxes: Sequence[Sequence[float]], size: int) -> np.ndarray:

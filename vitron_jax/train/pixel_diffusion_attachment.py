@@ -20,7 +20,7 @@ image (`_scores`). An answer with no usable invocation scores 0 (`_failed`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -132,6 +132,20 @@ class PixelDiffusionAttachment(RowFields):
     import PIL.Image  # pylint: disable=import-outside-toplevel
     PIL.Image.fromarray(images[0]).save(base + ".png")
     return [base + ".png"], f"ran {self.module} (built in; {self.needs} and signals)"
+
+  # -- grounding by the segmenter (`train.phrase_grounding`) -------------------------------
+  grounds = False  # whether its invocations name objects of the image the segmenter may find
+
+  def grounded_phrases(self, inv: I.Invocation) -> list[str]:
+    """The phrases of `inv` naming objects of the conversation's image whose boxes the
+    segmenter may find (subclasses with `grounds`)."""
+    del inv
+    return []
+
+  def with_grounded(self, inv: I.Invocation, found: Sequence[Any]) -> I.Invocation:
+    """`inv` with the boxes of `grounded_phrases(inv)` replaced by those `found` (a normalised
+    box, or None to keep the LLM's, per phrase)."""
+    raise NotImplementedError(f"{self.module} grounds no phrases")
 
   def _scores(self, image: np.ndarray, sample: Any) -> tuple[dict, dict]:
     raise NotImplementedError

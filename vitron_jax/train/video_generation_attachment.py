@@ -16,13 +16,16 @@ writes it as a GIF.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from vitron_jax.eval.generated_video import motion_scores, video_edit_scores
+from vitron_jax.train.phrase_grounding import anchored_path
 from vitron_jax.train.pixel_diffusion_attachment import PixelDiffusionAttachment
-from vitron_jax.train.video_diffusion import VideoAnimator, VideoEditor, VideoGenerator
+from vitron_jax.train.video_diffusion import (VideoAnimator, VideoEditor, VideoGenerator,
+                                              video_phrases_of)
 from vitron_jax.train.video_diffusion_task import I2V_TASK, T2V_TASK, VEDIT_TASK
 
 
@@ -105,6 +108,27 @@ class ImageToVideoAttachment(VideoGenerationAttachment):
 
   def _source(self, sample):
     return _one_image(sample)
+
+  grounds = True
+
+  def grounded_phrases(self, inv):
+    """Every object of the plan (`video_diffusion.video_phrases_of`), when its layout has
+    `num_frames` boxes per object."""
+    t, n = self.backend.num_frames, len(inv.boxes)
+    if not n or n % t:
+      return []
+    try:
+      return video_phrases_of(inv.command, n // t)
+    except ValueError:
+      return []
+
+  def with_grounded(self, inv, found):
+    """Each object's planned path starts where the segmenter found it
+    (`phrase_grounding.anchored_path`); the plan's moves are kept."""
+    t = self.backend.num_frames
+    boxes = [b for k, start in enumerate(found)
+             for b in anchored_path(inv.boxes[k * t:(k + 1) * t], start)]
+    return dataclasses.replace(inv, boxes=tuple(boxes))
 
 
 class VideoEditAttachment(VideoDiffusionAttachment):

@@ -23,7 +23,9 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
 Task fields (`config.task`): tokenizer ("pixelworld" = the word-level PixelWorld tokenizer, or
 a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; None = Vicuna's),
 max_regions (default: PixelWorld's max_objects), videos (None = whenever the mixture has video
-tasks or real data), components (checkpoint items). `config.eval`: split, num_samples,
+tasks or real data), components (checkpoint items), ground_with_segmenter (the segmenter finds
+the objects that edit / image -> video invocations name before their backends run;
+`train.phrase_grounding`). `config.eval`: split, num_samples,
 pictures, batch_size, max_new_tokens.
 """
 from __future__ import annotations
@@ -50,6 +52,8 @@ from vitron_jax.models.vitron import Vitron, dummy_batch, dummy_natives
 from vitron_jax.models.vitron_config import vitron_config_from
 from vitron_jax.models.vitron_decoding import generate
 from vitron_jax.protocol.tokenizer import decode_text, protocol_ids
+from vitron_jax.train.phrase_grounding import PhraseGrounder
+from vitron_jax.train.segmentation_attachment import SegmentationAttachment
 from vitron_jax.train.task import register_task
 from vitron_jax.train.vitron_backends import attachments
 
@@ -117,6 +121,13 @@ class VitronTask:
     self.backends = attachments(config, self.world_config.image_size,
                                 self.world_config.num_frames, self.tokenizer, self.vcfg.head)
     self.hooks = tuple(b.hook for b in self.backends.values())
+    self.grounder = None  # the segmenter finding what edits and animations name
+    if t.get("ground_with_segmenter", False):
+      seg = self.backends.get(SegmentationAttachment.module)
+      if seg is None:
+        raise ValueError("task.ground_with_segmenter needs the image segmenter attached "
+                         "(model.segmenter)")
+      self.grounder = PhraseGrounder(seg)
 
   def _subtasks(self) -> tuple[str, ...]:
     names: list[str] = []
@@ -244,6 +255,16 @@ class VitronTask:
         texts.append(decode_text(self.tokenizer, ids).strip())
     return (texts, signals) if with_signals else texts
 
+  def backend_answers(self, backend, params, samples: Sequence[dict], answers: Sequence[str]
+                      ) -> tuple[list[str], int]:
+    """The answers `backend` runs, and how many of them the segmenter grounded: as the LLM
+    wrote them, or with `task.ground_with_segmenter` the boxes of the objects their
+    invocations name found by the segmenter (`train.phrase_grounding`)."""
+    if self.grounder is None or not getattr(backend, "grounds", False):
+      return list(answers), 0
+    seg = self.backends[self.grounder.module]
+    return self.grounder.ground(backend, params["backends"][seg.params_of], samples, answers)
+
   def eval_splits(self) -> tuple[str, ...]:
     """`eval.split`: one PixelWorld split or several joined by commas ("val,heldout"); the
     first is the primary one (unprefixed metrics, `beats_chance_all`)."""
@@ -279,13 +300,16 @@ class VitronTask:
       scores, chance = EA.score_answer(s, a, max_objects=self.world_config.max_objects)
       rows.append((s["subtask"], scores, chance))
     outputs, made = [], {}  # what the attached backends make of the answers, and pictures
+    grounded = {}  # module -> answers whose boxes the segmenter found
     for b in self.backends.values():
+      given, grounded[b.module] = self.backend_answers(b, params, kept, answers)
       scored, pics = b.score(self.model, self.model_params(params),
-                             params["backends"][b.params_of], kept, answers, signals)
+                             params["backends"][b.params_of], kept, given, signals)
       outputs += scored
       for i, pic in pics.items():
         made.setdefault(i, []).append(pic)
-    return (kept, answers, rows, EA.summarize(rows + outputs), len(samples) - len(kept), made)
+    return (kept, answers, rows, EA.summarize(rows + outputs), len(samples) - len(kept), made,
+            grounded)
 
   def evaluate(self, params, step, workdir=None):
     if not self.subtasks:
@@ -293,11 +317,16 @@ class VitronTask:
     e = self.cfg.get("eval", {})
     n_pic = int(e.get("pictures", 0))
     metrics: dict[str, Any] = {}
-    tables, written, pictures, skipped = {}, [], {}, 0
+    tables, written, pictures, skipped, notes = {}, [], {}, 0, []
     for i, split in enumerate(self.eval_splits()):
-      kept, answers, rows, table, n_skip, made = self._evaluate_split(params, split)
+      kept, answers, rows, table, n_skip, made, grounded = self._evaluate_split(params, split)
       pre = "" if i == 0 else f"{split}/"
       metrics[f"{pre}eval_skipped"] = float(n_skip)
+      counts = {m: n for m, n in grounded.items()
+                if self.grounder is not None and getattr(self.backends[m], "grounds", False)}
+      if counts:  # (none without the grounder or a backend whose invocations name objects)
+        metrics.update({f"{pre}grounded/{m}": float(n) for m, n in counts.items()})
+        notes.append(_grounding_note(split, counts))
       for sub, row in table.items():
         for k, v in row.items():
           metrics[f"{pre}{sub}/{k}"] = v
@@ -310,8 +339,17 @@ class VitronTask:
       metrics["pictures"] = pictures
     if workdir and jax.process_index() == 0:
       _write_answers(os.path.join(workdir, "eval", f"answers_{int(step):08d}.jsonl"), written)
-      write_report(workdir, step, tables, pictures=pictures or None, skipped=skipped)
+      write_report(workdir, step, tables, pictures=pictures or None, skipped=skipped,
+                   notes=notes)
     return metrics
+
+
+def _grounding_note(split: str, counts: dict[str, int]) -> str:
+  """The report's line on what the segmenter grounded in one split's evaluation."""
+  found = ", ".join(f"{n} `{m}`" for m, n in counts.items())
+  return (f"`{split}`: the segmenter found the objects named by {found} answers' invocations "
+          "in the image (`task.ground_with_segmenter`): the rows of what those backends made "
+          "use its boxes; the text rows score the answers as written.")
 
 
 def _write_answers(path: str, written) -> None:
