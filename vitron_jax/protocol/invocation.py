@@ -272,28 +272,33 @@ def parse(text: str) -> Invocation | InvocationError:
     return InvocationError("internal", f"{type(e).__name__}: {e}")
 
 
+def _first_span(answer: str) -> tuple[int, int]:
+  """(start of the first ``<inv>``, end of the ``</inv>`` after it); -1 where absent."""
+  start = answer.find(T.INV_OPEN)
+  close = answer.find(T.INV_CLOSE, start) if start >= 0 else -1
+  return start, (close + len(T.INV_CLOSE) if close >= 0 else -1)
+
+
 def find_invocation(answer: str) -> Invocation | InvocationError | None:
   """The first invocation inside a longer answer; None when the answer has no ``<inv>``."""
   if not isinstance(answer, str):
     return InvocationError("not_text", f"expected a string, got {type(answer).__name__}")
-  start = answer.find(T.INV_OPEN)
+  start, end = _first_span(answer)
   if start < 0:
     return None
-  close = answer.find(T.INV_CLOSE, start)
-  if close < 0:
+  if end < 0:
     return InvocationError("unclosed", "<inv> without </inv>")
-  return parse(answer[start:close + len(T.INV_CLOSE)])
+  return parse(answer[start:end])
 
 
 def replace_invocation(answer: str, inv: Invocation) -> str:
   """`answer` with its first invocation (``<inv>`` ... ``</inv>``) rendered anew from `inv`;
   the text around it is kept as it was. ValueError when the answer has no closed
   invocation."""
-  start = answer.find(T.INV_OPEN) if isinstance(answer, str) else -1
-  close = answer.find(T.INV_CLOSE, start) if start >= 0 else -1
-  if close < 0:
+  start, end = _first_span(answer) if isinstance(answer, str) else (-1, -1)
+  if end < 0:
     raise ValueError(f"answer has no closed invocation to replace: {answer!r}")
-  return answer[:start] + render(inv) + answer[close + len(T.INV_CLOSE):]
+  return answer[:start] + render(inv) + answer[end:]
 
 
 def split_answer(answer: str) -> tuple[str, Invocation | InvocationError | None]:
@@ -301,9 +306,8 @@ def split_answer(answer: str) -> tuple[str, Invocation | InvocationError | None]
   result = find_invocation(answer)
   if not isinstance(answer, str) or result is None:
     return (answer if isinstance(answer, str) else ""), result
-  start = answer.find(T.INV_OPEN)
-  close = answer.find(T.INV_CLOSE, start)
-  text = answer[:start] if close < 0 else answer[:start] + answer[close + len(T.INV_CLOSE):]
+  start, end = _first_span(answer)
+  text = answer[:start] if end < 0 else answer[:start] + answer[end:]
   return " ".join(text.split()), result
 
 

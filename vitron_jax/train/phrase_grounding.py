@@ -6,8 +6,9 @@ conversation's image, and their invocations' boxes say where those objects are. 
 the boxes, and a small LLM's boxes are the weakest part of its answers (BUILD_NOTES.md, "Where
 the LLM's boxes fail"), while the segmenter finds an object from its words alone. With
 `task.ground_with_segmenter` (it needs `model.segmenter`), before such an invocation runs its
-backend, the box of every object it names in the image is the tight box of the mask the
-segmenter makes of that phrase (its native text condition on the phrase, no box prompt), as
+backend, the box of every object it names in the image is the box of the largest part of the
+mask the segmenter makes of that phrase (its native text condition on the phrase, no box
+prompt; `object_box`), as
 Grounded-SAM hands a grounder's boxes to an inpainting model. What the words alone place (where
 an object is added or moved to) and the planned motion stay the LLM's.
 
@@ -27,8 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from vitron_jax.protocol import invocation as I
-
-Box = tuple[float, float, float, float]
+from vitron_jax.protocol.invocation import Box
 
 #: rows of one segmenter call are padded to a multiple of this (fewer shapes to compile)
 BUCKET = 8
@@ -52,7 +52,7 @@ def anchored_path(path: Sequence[Sequence[float]], start: Sequence[float] | None
   return tuple(out)  # type: ignore[return-value]
 
 
-def object_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+def object_box(mask: np.ndarray) -> Box | None:
   """The pixel box (x1, y1, x2, y2; exclusive end) of the largest 8-connected part of a bool
   `[H, W]` mask (stray pixels elsewhere would stretch a box of the whole mask), or None when
   the mask is empty."""
@@ -72,9 +72,9 @@ class PhraseGrounder:
     self.module = segmentation.module
     self.segmenter = segmentation.segmenter
     self.runner = segmentation.runner
-    self._run = jax.jit(self._boxes)
+    self._run = jax.jit(self._masks)
 
-  def _boxes(self, params, pixel_values, command_ids):
+  def _masks(self, params, pixel_values, command_ids):
     cond = self.segmenter.condition(params, command_ids)
     return self.runner.run(params, {"pixel_values": pixel_values}, cond)["masks"][:, 0]
 
