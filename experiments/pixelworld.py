@@ -149,6 +149,9 @@ def get_config(arg: str = ""):
   c.task.seq_len = 96 if quick else 144
   c.task.system = ""                     # PixelWorld chats carry no system prompt
   c.task.max_regions = 3
+  # answers decode under the invocation grammar (`protocol.grammar`, on by default); a region
+  # holds at most one box per object and frame (a clip's layout: 3 objects x 2 frames)
+  c.task.max_invocation_boxes = c.data.pixelworld.max_objects * c.data.pixelworld.num_frames
   c.task.videos = not quick
   c.optim.trainable = ()                 # everything trains (no pretrained vision tower)
   c.model.frontend.freeze_vision = False  # ... the ViT too (frozen it stays at its random init)

@@ -15,7 +15,9 @@ rows' query slots are padding (invalid in the cache, never attended), so every r
 the sequence it would see in training. Positions count real tokens only.
 
 `forced_tokens` `[B, N]` (-1 = sample) teacher-forces tokens, e.g. to score an answer or to
-check that decoding reproduces the training forward.
+check that decoding reproduces the training forward. With a `grammar`
+(`protocol.grammar.InvocationGrammar`) every sampled token is one the invocation grammar
+allows, within the tokens left: an invocation the model opens is always parseable and closed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from vitron_jax.models.decoding import SamplingConfig, sample_logits
 from vitron_jax.models.llama import init_cache
 from vitron_jax.models.vitron import Vitron, check_batch
 from vitron_jax.models.vitron_config import VitronConfig
+from vitron_jax.protocol.grammar import InvocationGrammar
 
 
 class VitronGenerateOutput(NamedTuple):
@@ -52,7 +55,7 @@ def _module_index(config: VitronConfig, tok: jax.Array) -> tuple[jax.Array, jax.
 def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: jax.Array,
             forced: jax.Array, *, max_new_tokens: int, max_invocations: int,
             sampling: SamplingConfig, stop_tokens: tuple[int, ...],
-            pad_token_id: int) -> VitronGenerateOutput:
+            pad_token_id: int, grammar: InvocationGrammar | None) -> VitronGenerateOutput:
   model = Vitron(config)
   variables = {"params": params}
   head = config.head
@@ -63,15 +66,23 @@ def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: ja
   cache = init_cache(config.llm, b, p + max_new_tokens + max_invocations * k)
   stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
 
-  def pick(i, logits, rng):
+  # under the grammar an invocation closes one token early when `</inv>` triggers the query
+  # slots, so that the loop still feeds it and the slots run
+  reserve = 1 if head.uses_signals else 0
+
+  def pick(i, logits, rng, gstate):
+    if grammar is not None:
+      left = jnp.maximum(max_new_tokens - 1 - reserve - i, 0)
+      logits = jnp.where(grammar.allowed(gstate, left), logits, -jnp.inf)
     tok = sample_logits(logits, rng, sampling)
     f = forced[:, i]
-    return jnp.where(f >= 0, f, tok).astype(jnp.int32)
+    tok = jnp.where(f >= 0, f, tok).astype(jnp.int32)
+    return tok, (grammar.advance(gstate, tok) if grammar is not None else gstate)
 
   emb, _ = model.apply(variables, batch, method=Vitron.embed_inputs)
   out = model.apply(variables, emb, mask, cache, "last", method=Vitron.decode_embeds)
   rng, sub = jax.random.split(rng)
-  tok = pick(0, out.logits[:, -1], sub)
+  tok, gstate = pick(0, out.logits[:, -1], sub, grammar.init(b) if grammar is not None else ())
   done = jnp.any(tok[:, None] == stops[None], -1)
   tokens = jnp.full((b, max_new_tokens), pad_token_id, jnp.int32).at[:, 0].set(tok)
   signals = jnp.zeros((b, max_invocations, max(k, 1), d), out.hidden_states.dtype)
@@ -80,7 +91,7 @@ def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: ja
   state = dict(i=jnp.asarray(1, jnp.int32), cache=out.cache, tok=tok, done=done, tokens=tokens,
                lengths=jnp.ones((b,), jnp.int32), rng=rng,
                module=jnp.full((b,), -1, jnp.int32), n_inv=jnp.zeros((b,), jnp.int32),
-               signals=signals, sig_valid=sig_valid, sig_mod=sig_mod)
+               signals=signals, sig_valid=sig_valid, sig_mod=sig_mod, grammar=gstate)
 
   def cond(s):
     return (s["i"] < max_new_tokens) & ~jnp.all(s["done"])
@@ -125,14 +136,14 @@ def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: ja
     else:
       signals, sig_valid, sig_mod = s["signals"], s["sig_valid"], s["sig_mod"]
     rng, sub = jax.random.split(s["rng"])
-    nxt = pick(s["i"], logits, sub)
+    nxt, gstate = pick(s["i"], logits, sub, s["grammar"])
     nxt = jnp.where(s["done"], pad_token_id, nxt)
     tokens = jax.lax.dynamic_update_slice(s["tokens"], nxt[:, None], (0, s["i"]))
     lengths = s["lengths"] + (~s["done"]).astype(jnp.int32)
     done = s["done"] | jnp.any(nxt[:, None] == stops[None], -1)
     return dict(i=s["i"] + 1, cache=cache, tok=nxt, done=done, tokens=tokens, lengths=lengths,
                 rng=rng, module=module, n_inv=s["n_inv"] + trigger.astype(jnp.int32),
-                signals=signals, sig_valid=sig_valid, sig_mod=sig_mod)
+                signals=signals, sig_valid=sig_valid, sig_mod=sig_mod, grammar=gstate)
 
   s = jax.lax.while_loop(cond, body, state)
   sig, sv = s["signals"][:, :, :k], s["sig_valid"][:, :, :k]
@@ -141,17 +152,19 @@ def _decode(config: VitronConfig, params: Any, batch: Mapping[str, Any], rng: ja
 
 @functools.lru_cache(maxsize=16)
 def _compiled(config: VitronConfig, max_new_tokens: int, max_invocations: int,
-              sampling: SamplingConfig, stop_tokens: tuple[int, ...], pad_token_id: int):
+              sampling: SamplingConfig, stop_tokens: tuple[int, ...], pad_token_id: int,
+              grammar: InvocationGrammar | None):
   return jax.jit(functools.partial(_decode, config, max_new_tokens=max_new_tokens,
                                    max_invocations=max_invocations, sampling=sampling,
-                                   stop_tokens=stop_tokens, pad_token_id=pad_token_id))
+                                   stop_tokens=stop_tokens, pad_token_id=pad_token_id,
+                                   grammar=grammar))
 
 
 def generate(model: Vitron, params: Any, batch: Mapping[str, Any], *, max_new_tokens: int,
              max_invocations: int = 1, rng: jax.Array | None = None, temperature: float = 0.0,
              top_p: float = 1.0, stop_tokens: Sequence[int] | None = None,
-             pad_token_id: int | None = None,
-             forced_tokens: Any = None) -> VitronGenerateOutput:
+             pad_token_id: int | None = None, forced_tokens: Any = None,
+             grammar: InvocationGrammar | None = None) -> VitronGenerateOutput:
   """Generate after a left-padded prompt batch (see the module docstring)."""
   config = model.config
   sampling = SamplingConfig(float(temperature), float(top_p))
@@ -181,10 +194,13 @@ def generate(model: Vitron, params: Any, batch: Mapping[str, Any], *, max_new_to
   if sampling.temperature > 0 and rng is None:
     raise ValueError("generate: sampling (temperature > 0) needs an `rng` key")
   rng = jax.random.key(0) if rng is None else rng
+  if grammar is not None and grammar.vocab_size != config.llm.vocab_size:
+    raise ValueError(f"grammar covers {grammar.vocab_size} token ids, the LLM's vocabulary "
+                     f"has {config.llm.vocab_size}")
   prompt = dict(batch)
   prompt.pop("query_mask", None)  # a prompt has no query slots yet
   prompt.pop("module_ids", None)
   check_batch(config, prompt)
   fn = _compiled(config, int(max_new_tokens), int(max_invocations), sampling, stop,
-                 int(pad_token_id))
+                 int(pad_token_id), grammar)
   return fn(params, prompt, rng, jnp.asarray(forced_tokens))

@@ -25,8 +25,10 @@ a local Hugging Face tokenizer folder), seq_len, system (chat system prompt; Non
 max_regions (default: PixelWorld's max_objects), videos (None = whenever the mixture has video
 tasks or real data), components (checkpoint items), ground_with_segmenter (the segmenter finds
 the objects that edit / image -> video invocations name before their backends run;
-`train.phrase_grounding`). `config.eval`: split, num_samples,
-pictures, batch_size, max_new_tokens.
+`train.phrase_grounding`), constrained_decoding (default True: free-running answers keep to
+the invocation grammar, `protocol.grammar`; False decodes without it), max_invocation_boxes
+(the grammar's cap on one region's boxes; None: the token budget only). `config.eval`: split,
+num_samples, pictures, batch_size, max_new_tokens.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ from vitron_jax.models.objective import LossWeights, vitron_loss
 from vitron_jax.models.vitron import Vitron, dummy_batch, dummy_natives
 from vitron_jax.models.vitron_config import vitron_config_from
 from vitron_jax.models.vitron_decoding import generate
+from vitron_jax.protocol.grammar import InvocationGrammar
 from vitron_jax.protocol.tokenizer import decode_text, protocol_ids
 from vitron_jax.train.phrase_grounding import PhraseGrounder
 from vitron_jax.train.segmentation_attachment import SegmentationAttachment
@@ -128,6 +131,13 @@ class VitronTask:
         raise ValueError("task.ground_with_segmenter needs the image segmenter attached "
                          "(model.segmenter)")
       self.grounder = PhraseGrounder(seg)
+    # answers decode under the invocation grammar: an invocation the LLM opens is parseable
+    self.grammar = None
+    if t.get("constrained_decoding", True):
+      boxes = t.get("max_invocation_boxes", None)
+      self.grammar = InvocationGrammar.from_tokenizer(
+          self.tokenizer, self.vcfg.llm.vocab_size, stop_tokens=(self.tokenizer.eos_token_id,),
+          max_boxes=None if boxes is None else int(boxes))
 
   def _subtasks(self) -> tuple[str, ...]:
     names: list[str] = []
@@ -230,7 +240,8 @@ class VitronTask:
 
   def answer(self, params, samples: Sequence[dict], *, batch_size: int = 16,
              max_new_tokens: int = 48, with_signals: bool = False):
-    """Free-running greedy answers to the first human turn of each sample; with_signals also
+    """Free-running greedy answers to the first human turn of each sample (under the invocation
+    grammar unless `task.constrained_decoding` is False); with_signals also
     gives, per answer, its first invocation's (query-slot hidden states [K, D], validity [K],
     head module index or -1)."""
     prompts = [self.encoder.prompt(s) for s in samples]
@@ -244,7 +255,7 @@ class VitronTask:
       chunk = chunk + [chunk[-1]] * (batch_size - n)  # static batch: one compilation
       out = generate(self.model, model_params, VE.nest(VE.stack(chunk)),
                      max_new_tokens=max_new_tokens, stop_tokens=(eos,),
-                     pad_token_id=self.tokenizer.pad_token_id)
+                     pad_token_id=self.tokenizer.pad_token_id, grammar=self.grammar)
       tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
       if with_signals:
         sig, valid, mods = (np.asarray(x)[:, 0] for x in (out.signals, out.signal_valid,
@@ -318,6 +329,11 @@ class VitronTask:
     n_pic = int(e.get("pictures", 0))
     metrics: dict[str, Any] = {}
     tables, written, pictures, skipped, notes = {}, [], {}, 0, []
+    notes.append("Answers were decoded under the invocation grammar (`protocol.grammar`): "
+                 "every invocation the LLM opened is well formed and closed within the token "
+                 "budget; the LLM chose module, command and boxes." if self.grammar is not None
+                 else "Answers were decoded without the invocation grammar "
+                 "(`task.constrained_decoding=False`): malformed invocations count as such.")
     for i, split in enumerate(self.eval_splits()):
       kept, answers, rows, table, n_skip, made, grounded = self._evaluate_split(params, split)
       pre = "" if i == 0 else f"{split}/"
