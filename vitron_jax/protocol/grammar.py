@@ -39,6 +39,9 @@ OTHER, INV_OPEN, INV_CLOSE, CMD_OPEN, CMD_CLOSE, REGION_OPEN, REGION_CLOSE, MODU
 # automaton modes: free text, then the invocation's positions in the grammar's order
 TEXT, WANT_MODULE, WANT_CMD, WANT_WORD, IN_CMD, AFTER_CMD, IN_REGION, WANT_TIME, \
     WANT_REGION_CLOSE, WANT_INV_CLOSE = range(10)
+NUM_MODES = 10
+# tokens that close an invocation from each mode (IN_REGION's depends on the region so far)
+_CLOSING = (0, 5, 4, 3, 2, 1, 0, 3, 2, 1)
 
 
 class GrammarState(NamedTuple):
@@ -149,24 +152,24 @@ def transition(s: GrammarState, c, v, max_boxes: int | None):
                                                                            True)
   if max_boxes is not None:
     loc_ok = loc_ok & (count < 4 * max_boxes)
-  valid = jnp.select(
-      [mode == TEXT, mode == WANT_MODULE, mode == WANT_CMD, mode == WANT_WORD, mode == IN_CMD,
-       mode == AFTER_CMD, mode == IN_REGION, mode == WANT_TIME, mode == WANT_REGION_CLOSE,
-       mode == WANT_INV_CLOSE],
-      [c >= 0, c == MODULE, c == CMD_OPEN, c == OTHER,
-       (c == OTHER) | (c == SPACE) | (c == CMD_CLOSE),
-       (c == REGION_OPEN) | (c == INV_CLOSE),
-       loc_ok | (whole & (c == TIME)) | (whole & (count > 0) & (c == REGION_CLOSE)),
-       (c == TIME) & (v >= first), c == REGION_CLOSE, c == INV_CLOSE], False)
-  next_mode = jnp.select(
-      [mode == TEXT, mode == WANT_MODULE, mode == WANT_CMD, mode == WANT_WORD, mode == IN_CMD,
-       mode == AFTER_CMD, mode == IN_REGION, mode == WANT_TIME, mode == WANT_REGION_CLOSE,
-       mode == WANT_INV_CLOSE],
-      [jnp.where(c == INV_OPEN, WANT_MODULE, TEXT), WANT_CMD, WANT_WORD, IN_CMD,
-       jnp.where(c == CMD_CLOSE, AFTER_CMD, IN_CMD),
-       jnp.where(c == REGION_OPEN, IN_REGION, TEXT),
-       jnp.select([c == LOC, c == TIME], [IN_REGION, WANT_TIME], WANT_INV_CLOSE),
-       WANT_REGION_CLOSE, WANT_INV_CLOSE, TEXT], TEXT)
+  at = [mode == m for m in range(NUM_MODES)]  # one condition per mode, in the modes' order
+  valid = jnp.select(at, [
+      c >= 0,                                                              # TEXT
+      c == MODULE,                                                         # WANT_MODULE
+      c == CMD_OPEN,                                                       # WANT_CMD
+      c == OTHER,                                                          # WANT_WORD
+      (c == OTHER) | (c == SPACE) | (c == CMD_CLOSE),                      # IN_CMD
+      (c == REGION_OPEN) | (c == INV_CLOSE),                               # AFTER_CMD
+      loc_ok | (whole & (c == TIME)) | (whole & (count > 0) & (c == REGION_CLOSE)),  # IN_REGION
+      (c == TIME) & (v >= first),                                          # WANT_TIME
+      c == REGION_CLOSE,                                                   # WANT_REGION_CLOSE
+      c == INV_CLOSE], False)                                              # WANT_INV_CLOSE
+  next_mode = jnp.select(at, [
+      jnp.where(c == INV_OPEN, WANT_MODULE, TEXT), WANT_CMD, WANT_WORD, IN_CMD,
+      jnp.where(c == CMD_CLOSE, AFTER_CMD, IN_CMD),
+      jnp.where(c == REGION_OPEN, IN_REGION, TEXT),
+      jnp.select([c == LOC, c == TIME], [IN_REGION, WANT_TIME], WANT_INV_CLOSE),
+      WANT_REGION_CLOSE, WANT_INV_CLOSE, TEXT], TEXT)
   in_region = mode == IN_REGION
   next_count = jnp.where(in_region & (c == LOC), count + 1, jnp.where(in_region, count, 0))
   next_first = jnp.where(in_region & (((c == LOC) & (pos == 0)) | (c == TIME)), v, first)
@@ -178,11 +181,7 @@ def transition(s: GrammarState, c, v, max_boxes: int | None):
 
 
 def closing_cost(s: GrammarState):
-  """The fewest tokens that close the invocation from state `s` (0 in free text)."""
-  mode, count = s.mode, s.count
-  region = jnp.where(count == 0, 4 + 2, jnp.where(count % 4 == 0, 2, 4 - count % 4 + 2))
-  return jnp.select(
-      [mode == WANT_MODULE, mode == WANT_CMD, mode == WANT_WORD, mode == IN_CMD,
-       mode == AFTER_CMD, mode == IN_REGION, mode == WANT_TIME, mode == WANT_REGION_CLOSE,
-       mode == WANT_INV_CLOSE],
-      [5, 4, 3, 2, 1, region, 3, 2, 1], 0)
+  """The fewest tokens that close the invocation from state `s` (0 in free text); in a region,
+  the rest of the current box (a whole empty region: one box) and `</region>` `</inv>`."""
+  region = jnp.where(s.count == 0, 4, (4 - s.count % 4) % 4) + 2
+  return jnp.where(s.mode == IN_REGION, region, jnp.asarray(_CLOSING)[s.mode])
