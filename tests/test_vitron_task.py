@@ -165,8 +165,10 @@ def test_evaluate_scores_writes_answers_and_pictures(task, params, tmp_path):
   assert [x["split"] for x in lines] == ["val"] * len(task.subtasks) + ["heldout"] * len(
       task.subtasks)
   assert not list((tmp_path / "eval").glob("*.tmp"))
+  assert task.grammar is not None  # answers decode under the invocation grammar by default
 
   report = (tmp_path / "report.md").read_text()
+  assert "decoded under the invocation grammar" in report
   val, held = report.split("## `heldout` split")
   assert "## `val` split" in val
   for part, pre in ((val, ""), (held, "heldout/")):
@@ -197,6 +199,17 @@ def test_eval_split_names_are_checked():
   c.eval.split = "val,val"
   with pytest.raises(ValueError, match="distinct"):
     build_task(c).eval_splits()
+
+
+def test_the_invocation_grammar_is_configured_by_the_task():
+  c = _config()
+  assert build_task(c).grammar.max_boxes == 6   # the PixelWorld configs: 3 objects x 2 frames
+  c.task.constrained_decoding = False
+  assert build_task(c).grammar is None
+  c.task.constrained_decoding = True
+  c.task.max_invocation_boxes = 0
+  with pytest.raises(ValueError, match="max_boxes"):
+    build_task(c)
 
 
 def test_image_size_mismatch_is_refused():
