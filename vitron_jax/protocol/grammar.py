@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from vitron_jax.protocol.tokenizer import ProtocolIds, protocol_ids
+from vitron_jax.protocol.tokenizer import ProtocolIds, control_ids, protocol_ids
 
 # token classes
 OTHER, INV_OPEN, INV_CLOSE, CMD_OPEN, CMD_CLOSE, REGION_OPEN, REGION_CLOSE, MODULE, LOC, \
@@ -108,12 +108,12 @@ class InvocationGrammar:
                      max_boxes: int | None = None) -> "InvocationGrammar":
     """`from_ids` with a tokenizer's protocol ids, its special ids as control tokens, the ids
     past its size as padding rows and the tokens that decode to whitespace as spaces."""
-    control = [int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None]
     n = min(len(tokenizer), vocab_size)
     space = [i for i, t in enumerate(tokenizer.batch_decode([[i] for i in range(n)]))
              if not t.strip()]
-    return cls.from_ids(protocol_ids(tokenizer), vocab_size, stop_tokens, control, max_boxes,
-                        num_tokens=len(tokenizer), space_ids=space)
+    return cls.from_ids(protocol_ids(tokenizer), vocab_size, stop_tokens,
+                        sorted(control_ids(tokenizer)), max_boxes, num_tokens=len(tokenizer),
+                        space_ids=space)
 
   @property
   def vocab_size(self) -> int:

@@ -108,7 +108,9 @@ def add_protocol_tokens(tokenizer) -> ProtocolIds:
   return ids
 
 
-def _control_ids(tokenizer) -> set[int]:
+def control_ids(tokenizer) -> set[int]:
+  """The ids of every special token of a tokenizer (control tokens and, once added, the
+  protocol's)."""
   return set(int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None)
 
 
@@ -130,7 +132,7 @@ def encode_user_text(tokenizer, text: str) -> list[int]:
     raise TypeError(f"user text must be a string, got {type(text).__name__}")
   ids = _encode(tokenizer, text, split_special_tokens=True)
   # <unk> is how a word-level vocabulary (PixelWorld's) spells an unknown word: allowed
-  bad = _control_ids(tokenizer).intersection(ids) - {getattr(tokenizer, "unk_token_id", None)}
+  bad = control_ids(tokenizer).intersection(ids) - {getattr(tokenizer, "unk_token_id", None)}
   if bad:  # only possible with a tokenizer that ignores split_special_tokens
     raise ValueError(f"user text {text[:60]!r} produced special token ids {sorted(bad)[:10]}; "
                      "this tokenizer does not support split_special_tokens")
