@@ -26,8 +26,12 @@ the rest kept). Not in quick: the two 3000-step stages would take quick past its
 "" (default): all tasks including videos (2 frames), 32 px, longer, the image segmenter,
 generator and editor and the three video backends in the step; before the main run, stage
 `s2_grounding` (`grounding_stage`: the LLM on `ref_box` and `video_grounding` alone, from
-stage `s1_vision`'s tower); evaluated on `heldout`.
+stage `s1_vision`'s tower); the main run's rows a third repeat drills (`data.repeat_drill`:
+the LLM copies lists of objects back, so that its commands copy the prompt); evaluated on
+`heldout`.
 "segmenter" / "generator" / "editor": stage s0_segmenter / s0_generator / s0_editor alone.
+"llm" / "llm_no_drills": the full job's main run with no backend and no stage, 1000 steps, with
+and without the repeat drills (`llm_config`).
 Everything trains, the vision tower included (PixelWorld has no pretrained weights). Every
 trained subtask is scored from free-running greedy answers with its primary metric beside that
 metric's chance level (`eval.answers`).
@@ -106,12 +110,15 @@ TINY_BACKENDS = {
     "edit_video": {"num_queries": 4, "condition_shape": _text_condition(TINY_VIDEO)},
 }
 IMAGE_MODULES = ("segment_image", "generate_image", "edit_image")
+#: the full job's repeat drills against 1.0 for the PixelWorld tasks (0.2 held-out commands:
+#: text -> image 0.41, text -> video 0.59; BUILD_NOTES.md)
+DRILL_WEIGHT = 0.5
 QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 
 
 ARGS = ("", "quick", "quick_gen", "segmenter", "generator", "editor", "video_generator",
-        "video_animator", "video_editor")
+        "video_animator", "video_editor", "llm", "llm_no_drills")
 #: the video backends' config fields under `model` -> (their module, their stage)
 VIDEO_BACKENDS = {"video_generator": ("generate_video", "s0_video_generator"),
                   "video_animator": ("image_to_video", "s0_video_animator"),
@@ -129,6 +136,8 @@ def get_config(arg: str = ""):
     return get_config("quick_gen").stages.s0_editor
   if arg in VIDEO_BACKENDS:  # a video backend's pretraining alone (stage s0 of the full job)
     return get_config("").stages[VIDEO_BACKENDS[arg][1]]
+  if arg in ("llm", "llm_no_drills"):  # the full job's main run without backends or stages
+    return llm_config(get_config(""), drills=arg == "llm")
   quick = arg in ("quick", "quick_gen")
   # the image generator and editor join the step in the full job and in quick_gen, not in
   # quick: their 3000-step stages would take it past its few minutes (BUILD_NOTES.md)
@@ -137,9 +146,13 @@ def get_config(arg: str = ""):
   # quick: the image tasks but grounded QA (boxes of 4-8 px objects at IoU >= 0.5 and "there
   # is none" answers are not learned in minutes on 2 cores; BUILD_NOTES.md), understanding
   # three times the weight of the invocation tasks, which are learned first
+  # the full job: every task, plus repeat drills (`data.repeat_drill`: copy a random list of
+  # PixelWorld objects back) as a third of the rows: the LLM learns to copy the prompt's words
+  # into its commands (LLM-only, 1000 steps: held-out commands right, text -> image 0.34 ->
+  # 0.75, text -> video 0.19 -> 0.81, image -> video 0.25 -> 0.78; BUILD_NOTES.md)
   c.data.sources = ((("pixelworld", ",".join(QUICK_UNDERSTAND), 3.0),
                      ("pixelworld", ",".join(QUICK_INVOKE), 1.0)) if quick
-                    else (("pixelworld", None, 1.0),))
+                    else (("pixelworld", None, 1.0), ("repeat", "phrases", DRILL_WEIGHT)))
   c.data.pixelworld = ml_collections.ConfigDict(dict(
       image_size=32, num_frames=2, max_objects=3, seed=0))
   modules = IMAGE_MODULES if quick else tuple(TINY_BACKENDS)
@@ -283,6 +296,21 @@ def grounding_stage(c) -> ml_collections.ConfigDict:
   s.checkpoint.every_steps = 1000
   s.checkpoint.init_from_stages = "s1_vision"
   s.eval = ml_collections.ConfigDict(dict(s.eval.to_dict(), split="heldout", num_samples=64))
+  return s
+
+
+def llm_config(c, drills: bool = True) -> ml_collections.ConfigDict:
+  """`:llm`: the full job's main run, its data mix included, with no backend and no stage
+  (random tower), 1000 steps, evaluated on `val` and `heldout` (32 samples per subtask): what
+  the LLM writes (commands, plans, boxes; rows `<subtask>/command`) in ~25 minutes on 2 cores.
+  `:llm_no_drills`: the same without the repeat drills."""
+  s = grounding_stage(c)
+  del s.checkpoint["init_from_stages"]
+  s.data.sources = tuple(x for x in c.data.sources if drills or x[0] != "repeat")
+  s.train.steps = 1000
+  s.checkpoint.every_steps = 1000
+  s.eval = ml_collections.ConfigDict(dict(split="val,heldout", num_samples=32 * 15, pictures=0,
+                                          batch_size=16, max_new_tokens=72))
   return s
 
 

@@ -7,7 +7,8 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   "pixelworld" (where = tasks: "image", "video", clusters or subtasks joined by commas, None =
   all) generates samples on the fly from `config.data.pixelworld` (image_size, num_frames,
   max_objects, seed); kind "llava_json" (where = a local LLaVA / Vitron JSON folder, built to
-  tfds on first use). Samples become static-shape examples (`data.vitron_examples`).
+  tfds on first use); kind "repeat" (where = "phrases" / "words", optionally ":MIN-MAX", or None:
+  text-only drills that copy a text back, `data.repeat_drill`; trained, never evaluated). Samples become static-shape examples (`data.vitron_examples`).
 * loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
   backend); attached backends (`train.vitron_backends`: `model.segmenter` attaches the
   frozen image segmenter, parameters under `backends/segment_image/`) join the same jitted
@@ -43,6 +44,7 @@ import numpy as np
 from vitron_jax.convert.safetensors_io import write_text
 from vitron_jax.data import pipeline
 from vitron_jax.data import pixelworld_tokenizer as PT
+from vitron_jax.data import repeat_drill as RD
 from vitron_jax.data import vitron_examples as VE
 from vitron_jax.data.pixelworld import VIDEO_TASKS, PixelWorld, WorldConfig, task_weights
 from vitron_jax.data.pixelworld.splits import check_split
@@ -60,7 +62,7 @@ from vitron_jax.train.segmentation_attachment import SegmentationAttachment
 from vitron_jax.train.task import register_task
 from vitron_jax.train.vitron_backends import attachments
 
-SOURCE_KINDS = ("pixelworld", "llava_json")
+SOURCE_KINDS = ("pixelworld", "llava_json", RD.KIND)
 TOKENIZER_DIR = "tokenizer"  # under the workdir (`save_assets`)
 
 
@@ -82,6 +84,11 @@ def parse_sources(sources: Sequence[Sequence[Any]]) -> list[tuple[str, Any, floa
       raise ValueError(f"data.sources[{i}]: kind must be one of {SOURCE_KINDS}, got {kind!r}")
     if kind == "llava_json" and not (isinstance(where, str) and os.path.isdir(where)):
       raise ValueError(f"data.sources[{i}]: a llava_json source needs a folder, got {where!r}")
+    if kind == RD.KIND:
+      try:
+        RD.parse_where(where)
+      except ValueError as e:
+        raise ValueError(f"data.sources[{i}]: {e}") from None
     out.append((kind, _tasks_of(where) if kind == "pixelworld" else where, float(weight)))
   if not out:
     raise ValueError("data.sources is empty")
@@ -113,7 +120,7 @@ class VitronTask:
     self.subtasks = self._subtasks()
     videos = t.get("videos", None)
     if videos is None:
-      videos = any(k != "pixelworld" for k, _, _ in self.sources) or any(
+      videos = any(k == "llava_json" for k, _, _ in self.sources) or any(
           s in VIDEO_TASKS for s in self.subtasks)
     self.layout = VE.Layout.from_config(
         self.vcfg, seq_len=int(t.get("seq_len", 128)), videos=bool(videos),
@@ -211,6 +218,8 @@ class VitronTask:
       if kind == "pixelworld":
         out.append(pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
                                       tasks=where))
+      elif kind == RD.KIND:
+        out.append(RD.repeat_dataset(where, seed=self.world_seed))
       else:
         from vitron_jax.data import llava_json  # pylint: disable=import-outside-toplevel
         data_dir = os.path.join(where, "_tfds")
@@ -225,7 +234,7 @@ class VitronTask:
     return pipeline.make_pipeline(
         self._datasets(), global_batch=global_batch, process_index=process_index,
         process_count=process_count, weights=[w for _, _, w in self.sources],
-        seed=int(d.seed), shuffle=any(k != "pixelworld" for k, _, _ in self.sources),
+        seed=int(d.seed), shuffle=any(k == "llava_json" for k, _, _ in self.sources),
         transforms=[self.example], num_workers=int(d.num_workers), strict=bool(d.strict),
         max_bad_fraction=float(d.max_bad_fraction))
 
