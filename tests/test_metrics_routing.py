@@ -85,3 +85,58 @@ def test_fuzz_predictions(pred):
   sc = RT.routing_scores(pred, EXP)
   assert set(sc) == set(RT.FIELDS) and all(v in (0.0, 1.0) for v in sc.values())
   assert set(RT.routing_scores(pred, None).values()) <= {0.0, 1.0}
+
+
+def _clip(*moves):
+  """An object-major 2-frame layout: per object (first box, last box)."""
+  boxes = tuple(b for pair in moves for b in pair)
+  return I.render(I.Invocation("generate_video", "a red circle", boxes))
+
+
+A = (0.4, 0.4, 0.6, 0.6)
+
+
+def _shift(box, dx, dy):
+  return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
+def test_a_move_is_still_or_its_main_direction():
+  assert RT.move_of(A, A) == RT.move_of(A, _shift(A, 0.04, -0.04)) == "still"
+  assert RT.move_of(A, _shift(A, -0.3, 0.1)) == "left"
+  assert RT.move_of(A, _shift(A, 0.3, 0.1)) == "right"
+  assert RT.move_of(A, _shift(A, 0.1, -0.3)) == "up"
+  assert RT.move_of(A, _shift(A, 0.0, 0.2)) == "down"
+
+
+def test_plan_moves_scores_each_object_of_the_expected_layout():
+  exp = _clip((A, _shift(A, 0.3, 0)), (A, A), (A, _shift(A, 0, -0.3)))
+  assert RT.plan_moves(exp, exp, 2) == 1.0
+  # other starts and distances, the same moves: right
+  assert RT.plan_moves(_clip((_shift(A, -0.3, 0), _shift(A, -0.1, 0)), (A, A),
+                             (_shift(A, 0.2, 0.2), _shift(A, 0.2, 0.0))), exp, 2) == 1.0
+  # a static plan gets the still object only; a missing object and a bad answer score 0
+  assert RT.plan_moves(_clip((A, A), (A, A), (A, A)), exp, 2) == pytest.approx(1 / 3)
+  assert RT.plan_moves(_clip((A, _shift(A, 0.3, 0))), exp, 2) == pytest.approx(1 / 3)
+  assert RT.plan_moves("no call", exp, 2) == 0.0
+  with pytest.raises(ValueError, match="plans no clip of 2 frames"):
+    RT.plan_moves(exp, I.render(I.Invocation("generate_video", "a red circle", ())), 2)
+  # an object in view in one frame only is not scored; with none left, nothing is
+  gone = (0.0, 0.0, 0.0, 0.0)
+  half = _clip((A, _shift(A, 0.3, 0)), (gone, A))
+  assert RT.plan_moves(exp, half, 2) == 1.0
+  assert RT.plan_moves(_clip((A, A), (A, _shift(A, 0.3, 0))), half, 2) == 0.0
+  assert RT.plan_moves(exp, _clip((gone, A)), 2) is None
+
+
+def test_ground_truth_plans_move_as_the_world_moves_their_objects():
+  world = PixelWorld(WorldConfig(image_size=32, num_frames=3), seed=1)
+  for task in ("text_to_video", "image_to_video"):
+    for i in range(40):
+      s = world.sample(i, task)
+      gpt = s["conversations"][1]["value"]
+      assert RT.plan_moves(gpt, gpt, 3) == 1.0
+      boxes = I.find_invocation(gpt).boxes
+      spans = [RT._visible_span(boxes[3 * k:3 * k + 3]) for k in range(len(boxes) // 3)]
+      moves = [RT.move_of(*b) for b in spans if b is not None]
+      assert sorted(moves) == sorted(o["motion"].replace("static", "still")
+                                     for o, b in zip(s["objects"], spans) if b is not None)

@@ -32,6 +32,9 @@ PRIMARY: dict[str, str] = {
     "video_edit": "routing",
 }
 BACKEND_SUBTASKS = tuple(k for k, v in PRIMARY.items() if v == "routing")
+#: subtasks whose invocation plans a clip (every object's box in every frame): their rows also
+#: score `plan_moves` (`routing.plan_moves`; chance 1 / 5)
+PLANNED = ("text_to_video", "image_to_video")
 #: rows scoring what an attached backend made of the answers (`train.vitron_backends`):
 #: row name -> its primary metric
 OUTPUT_ROWS: dict[str, str] = {"ref_seg_masks": "mask_iou", "video_seg_masks": "tracking_iou",
@@ -105,8 +108,13 @@ def score_answer(sample: Mapping[str, Any], answer: str, *, max_objects: int
       scores["time_iou"] = TM.temporal_iou(I.find_time_span(answer), truth["time_span"])
     return scores, chance
   s = R.routing_scores(answer, _expected_answer(sample))
-  return ({"routing": s["module"], "invocation_all": s["all"], "command": s["command"],
-           "region": s["region"]}, {"routing": R.ROUTING_CHANCE["module"]})
+  scores = {"routing": s["module"], "invocation_all": s["all"], "command": s["command"],
+            "region": s["region"]}
+  if sub in PLANNED:  # the clip's layout the LLM planned: does each object move as asked?
+    moves = R.plan_moves(answer, _expected_answer(sample), len(sample["targets"]["boxes"]))
+    if moves is not None:
+      scores["plan_moves"] = moves
+  return scores, {"routing": R.ROUTING_CHANCE["module"]}
 
 
 def summarize(rows: Iterable[tuple[str, Mapping[str, float], Mapping[str, float]]]

@@ -96,6 +96,53 @@ def routing_scores(prediction: Any, expected: Any) -> dict[str, float]:
   return out
 
 
+#: a planned object that moves at most this far (normalised, on both axes) stays still
+STILL = 0.05
+#: the motion classes of a plan's object: still or its main direction
+MOVES = ("still", "left", "right", "up", "down")
+
+
+def move_of(first: I.Box, last: I.Box) -> str:
+  """The class (`MOVES`) of an object's planned move from its first box to its last."""
+  d = (np.asarray(last, np.float64)[:2] + np.asarray(last, np.float64)[2:]
+       - np.asarray(first, np.float64)[:2] - np.asarray(first, np.float64)[2:]) / 2
+  if np.abs(d).max() <= STILL:
+    return "still"
+  if abs(d[0]) >= abs(d[1]):
+    return "right" if d[0] > 0 else "left"
+  return "down" if d[1] > 0 else "up"
+
+
+def _visible_span(boxes) -> tuple[I.Box, I.Box] | None:
+  """An object's first and last box among the frames where it is in view (non-empty)."""
+  seen = [b for b in boxes if not _empty(b)]
+  return (seen[0], seen[-1]) if len(seen) >= 2 else None
+
+
+def plan_moves(prediction: Any, expected: Any, num_frames: int) -> float | None:
+  """Of the objects an expected clip layout plans (object-major boxes: object 0 in frames
+  0..T-1, then object 1 ...) and shows in two frames or more, the fraction whose predicted plan
+  moves them the same way (`move_of` from the first frame in view to the last: still, or the
+  main direction). A prediction that does not parse, or plans fewer objects or frames in view,
+  scores the missing ones wrong. None when no expected object is in view twice. Chance:
+  1 / len(MOVES)."""
+  exp = _expected(expected)
+  if exp is None or not exp.boxes or len(exp.boxes) % num_frames:
+    raise ValueError(f"expected answer plans no clip of {num_frames} frames: {expected!r}")
+  got = I.find_invocation(prediction) if isinstance(prediction, str) else None
+  pred = list(got.boxes) if isinstance(got, I.Invocation) else []
+  right = scored = 0
+  for k in range(len(exp.boxes) // num_frames):
+    frames = slice(k * num_frames, (k + 1) * num_frames)
+    want = _visible_span(exp.boxes[frames])
+    if want is None:
+      continue
+    scored += 1
+    have = _visible_span(pred[frames])
+    right += have is not None and move_of(*have) == move_of(*want)
+  return right / scored if scored else None
+
+
 def routing_accuracy(predictions: Sequence[Any], expected: Sequence[Any]) -> dict[str, float]:
   """Mean of `routing_scores` over a data set."""
   if len(predictions) != len(expected):
