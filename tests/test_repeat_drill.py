@@ -102,10 +102,11 @@ def test_drills_join_the_task_mix_at_their_weight_and_are_not_evaluated():
 
 def test_the_full_job_drills_in_its_main_run_only():
   full = EP.get_config("")
-  assert ("repeat", "phrases", EP.DRILL_WEIGHT) in full.data.sources
+  assert full.data.sources == (("pixelworld", None, 1.0), ("repeat", "phrases", EP.DRILL_WEIGHT),
+                               ("pixelworld", "text_to_video,image_to_video", EP.PLAN_WEIGHT))
   assert all(k == "pixelworld" for k, _, _ in full.stages.s2_grounding.data.sources)
   assert all(k == "pixelworld" for k, _, _ in EP.get_config("quick").data.sources)
-  llm, without = EP.get_config("llm"), EP.get_config("llm_no_drills")
+  llm, plain = EP.get_config("llm"), EP.get_config("llm_plain")
   assert llm.data.sources == full.data.sources
   assert "stages" not in llm and "segmenter" not in llm.model and llm.train.steps == 1000
-  assert without.data.sources == (("pixelworld", None, 1.0),)
+  assert plain.data.sources == (("pixelworld", None, 1.0),)
