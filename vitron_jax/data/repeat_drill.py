@@ -63,25 +63,21 @@ def parse_where(where: Any) -> tuple[str, tuple[int, int]]:
   return style, (lo, hi)
 
 
-def _pick(rng: np.random.Generator, items):
-  return items[int(rng.integers(len(items)))]
-
-
 def object_phrase(rng: np.random.Generator) -> str:
   """One PixelWorld object phrase, every slot uniform and independent, allowed pairs only."""
-  shape = _pick(rng, V.SHAPES)
-  words = ([_pick(rng, V.SIZE_NAMES)] if rng.random() < 0.75 else []) + [
-      _pick(rng, S.allowed_colours(shape)), shape]
+  shape = W.pick(rng, V.SHAPES)
+  words = ([W.pick(rng, V.SIZE_NAMES)] if rng.random() < 0.75 else []) + [
+      W.pick(rng, S.allowed_colours(shape)), shape]
   phrase = " ".join([V.article(words[0])] + words)
   tail = rng.random()
   if tail < 1 / 3:
     return phrase
   if tail < 2 / 3:
-    return f"{phrase} {V.POSITION_PHRASES[_pick(rng, V.POSITIONS)]}"
+    return f"{phrase} {V.POSITION_PHRASES[W.pick(rng, V.POSITIONS)]}"
   if rng.random() < 0.2:
     return f"{phrase} staying still"
-  curve = " along a curve" if rng.random() < 0.3 else ""
-  return f"{phrase} moving {_pick(rng, S.allowed_directions(shape))}{curve}"
+  curved = rng.random() < 0.3
+  return f"{phrase} {W.moving(W.pick(rng, S.allowed_directions(shape)), curved)}"
 
 
 class RepeatDrillSource(grain.RandomAccessDataSource):
@@ -100,11 +96,10 @@ class RepeatDrillSource(grain.RandomAccessDataSource):
   def text(self, rng: np.random.Generator) -> str:
     n = int(rng.integers(self.lengths[0], self.lengths[1] + 1))
     if self.style == "words":
-      return " ".join(_pick(rng, DRILL_WORDS) for _ in range(n))
+      return " ".join(W.pick(rng, DRILL_WORDS) for _ in range(n))
     text = W.join([object_phrase(rng) for _ in range(n)])
     if rng.random() < 0.5:
-      background = _pick(rng, V.BACKGROUNDS)
-      text += f" on {V.article(background)} {background} background"
+      text += " " + W.on_background(W.pick(rng, V.BACKGROUNDS))
     return text
 
   def __getitem__(self, index: int) -> dict[str, Any]:

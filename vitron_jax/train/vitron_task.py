@@ -7,8 +7,9 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   "pixelworld" (where = tasks: "image", "video", clusters or subtasks joined by commas, None =
   all) generates samples on the fly from `config.data.pixelworld` (image_size, num_frames,
   max_objects, seed); kind "llava_json" (where = a local LLaVA / Vitron JSON folder, built to
-  tfds on first use); kind "repeat" (where = "phrases" / "words", optionally ":MIN-MAX", or None:
-  text-only drills that copy a text back, `data.repeat_drill`; trained, never evaluated). Samples become static-shape examples (`data.vitron_examples`).
+  tfds on first use); kind "repeat" (where = "phrases" / "words", optionally ":MIN-MAX", or
+  None: text-only drills that copy a text back, `data.repeat_drill`; trained, never
+  evaluated). Samples become static-shape examples (`data.vitron_examples`).
 * loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
   backend); attached backends (`train.vitron_backends`: `model.segmenter` attaches the
   frozen image segmenter, parameters under `backends/segment_image/`) join the same jitted

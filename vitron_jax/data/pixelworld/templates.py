@@ -76,6 +76,11 @@ def refer(scene: SC.Scene, k: int, rng: np.random.Generator, *,
   return _ref_text(attrs, rng, avoid), attrs
 
 
+def moving(direction: str, curved: bool = False) -> str:
+  """"moving left", "moving up along a curve"."""
+  return f"moving {direction}" + (" along a curve" if curved else "")
+
+
 def motion_phrase(obj: SC.Obj) -> str:
   """"moving left", "moving up along a curve", "entering from the right", "staying still"."""
   if obj.motion == "static":
@@ -86,14 +91,19 @@ def motion_phrase(obj: SC.Obj) -> str:
   elif obj.event == "leaves":
     text = f"moving {obj.motion} out of the frame"
   else:
-    text = f"moving {obj.motion}" + (" along a curve" if obj.path == "curved" else "")
+    text = moving(obj.motion, obj.path == "curved")
   if obj.change_frame >= 0:
     text += f" and turning {obj.final_colour}"
   return text
 
 
 def background_phrase(scene: SC.Scene) -> str:
-  return f"on {V.article(scene.background)} {scene.background} background"
+  return on_background(scene.background)
+
+
+def on_background(name: str) -> str:
+  """"on a white background", "on a noisy background"."""
+  return f"on {V.article(name)} {name} background"
 
 
 def positioned(obj: SC.Obj, size: int, frame: int = 0) -> str:
