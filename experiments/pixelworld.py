@@ -26,10 +26,12 @@ the rest kept). Not in quick: the two 3000-step stages would take quick past its
 "" (default): all tasks including videos (2 frames), 32 px, longer, the image segmenter,
 generator and editor and the three video backends in the step; before the main run, stage
 `s2_grounding` (`grounding_stage`: the LLM on `ref_box` and `video_grounding` alone, from
-stage `s1_vision`'s tower); a quarter of the main run's rows are repeat drills
+stage `s1_vision`'s tower); a fifth of the main run's rows are repeat drills
 (`data.repeat_drill`: the LLM copies lists of objects back, so that its commands copy the
-prompt) and another quarter text -> video and image -> video (so that its plans move the
-objects); evaluated on `heldout`.
+prompt), a fifth text -> video and image -> video (so that its plans move the objects) and a
+fifth box drills (drawn regions copied back as location tokens: every <roi> of a prompt is
+written as its box's tokens too, `task.region_boxes`, so that a generation "in <roi>" or an
+edit "to <roi>" copies the box); evaluated on `heldout`.
 "segmenter" / "generator" / "editor": stage s0_segmenter / s0_generator / s0_editor alone.
 "llm" / "llm_plain": the full job's main run with no backend and no stage, 1000 steps, with its
 data mix or the PixelWorld tasks alone (`llm_config`).
@@ -120,6 +122,11 @@ DRILL_WEIGHT = 0.5
 #: objects as asked, at 0.5 0.67 / 0.69; BUILD_NOTES.md)
 PLAN_TASKS = ("text_to_video", "image_to_video")
 PLAN_WEIGHT = 0.5
+#: the full job's box drills (`data.repeat_drill` "boxes": copy drawn regions back as location
+#: tokens; needs `task.region_boxes`). LLM-only, 3000 steps, held-out text -> image answers with
+#: drawn regions whose boxes match: 0.94 at 0.5, 0.33 at 1.0 (one run each; 0 of 9 without
+#: drills at 1000 steps; BUILD_NOTES.md)
+BOX_DRILL_WEIGHT = 0.5
 QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
 
@@ -158,11 +165,14 @@ def get_config(arg: str = ""):
   # the two tasks whose answers plan a clip's layout once more, so that it learns to move the
   # boxes as asked (LLM-only, 1000 steps, held-out: commands right, text -> image 0.34 -> 0.91,
   # text -> video 0.19 -> 0.94; plans moving the objects as asked, text -> video 0.20 -> 0.67,
-  # image -> video 0.18 -> 0.69, chance 0.2; BUILD_NOTES.md)
+  # image -> video 0.18 -> 0.69, chance 0.2; BUILD_NOTES.md); and box drills, so that it copies
+  # a drawn region's box (written as location tokens, `task.region_boxes` below) into its
+  # invocation
   c.data.sources = ((("pixelworld", ",".join(QUICK_UNDERSTAND), 3.0),
                      ("pixelworld", ",".join(QUICK_INVOKE), 1.0)) if quick
                     else (("pixelworld", None, 1.0), ("repeat", "phrases", DRILL_WEIGHT),
-                          ("pixelworld", ",".join(PLAN_TASKS), PLAN_WEIGHT)))
+                          ("pixelworld", ",".join(PLAN_TASKS), PLAN_WEIGHT),
+                          ("repeat", "boxes", BOX_DRILL_WEIGHT)))
   c.data.pixelworld = ml_collections.ConfigDict(dict(
       image_size=32, num_frames=2, max_objects=3, seed=0))
   modules = IMAGE_MODULES if quick else tuple(TINY_BACKENDS)
@@ -175,6 +185,11 @@ def get_config(arg: str = ""):
   # answers decode under the invocation grammar (`protocol.grammar`, on by default); a region
   # holds at most one box per object and frame (a clip's layout: 3 objects x 2 frames)
   c.task.max_invocation_boxes = c.data.pixelworld.max_objects * c.data.pixelworld.num_frames
+  # the full job writes each drawn region as its box's location tokens before its slots
+  # (Ferret's hybrid region, `data.vitron_examples`), so that a generated object "in <roi>" or
+  # an edit "to <roi>" copies the box into the invocation instead of reading it off the
+  # region's pooled features (BUILD_NOTES.md)
+  c.task.region_boxes = not quick
   c.task.videos = not quick
   c.optim.trainable = ()                 # everything trains (no pretrained vision tower)
   c.model.frontend.freeze_vision = False  # ... the ViT too (frozen it stays at its random init)

@@ -14,6 +14,8 @@ from vitron_jax.data import pixelworld_tokenizer as PT  # noqa: E402
 from vitron_jax.data import repeat_drill as RD  # noqa: E402
 from vitron_jax.data.pixelworld import splits as S  # noqa: E402
 from vitron_jax.data.pixelworld import vocab as V  # noqa: E402
+from vitron_jax.protocol import invocation as I  # noqa: E402
+from vitron_jax.protocol.tokenizer import protocol_ids  # noqa: E402
 from vitron_jax.train.task import build_task  # noqa: E402
 
 
@@ -73,6 +75,57 @@ def test_drill_words_are_uniform_and_known_to_the_tokenizer():
     assert tok.unk_token_id not in tok(w)["input_ids"], w
 
 
+def test_box_drills_copy_drawn_boxes_as_location_tokens():
+  src = RD.RepeatDrillSource("boxes", image_size=32)
+  counts, sides = collections.Counter(), set()
+  for i in range(300):
+    s = src[i]
+    human, gpt = (t["value"] for t in s["conversations"])
+    assert human.startswith(RD.PROMPT) and human.count("<roi>") == len(s["regions"])
+    again = src[i]                                         # deterministic per index
+    assert s["images"] == [] and again["conversations"] == s["conversations"]
+    assert all((a["mask"] == b["mask"]).all() for a, b in zip(again["regions"], s["regions"]))
+    counts[len(s["regions"])] += 1
+    want = ""
+    for r in s["regions"]:
+      x1, y1, x2, y2 = (int(v) for v in r["box"])
+      sides |= {x2 - x1, y2 - y1}
+      assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
+      m = np.zeros((32, 32), bool)
+      m[y1:y2, x1:x2] = True
+      np.testing.assert_array_equal(r["mask"], m)          # a drawn box
+      want += I.box_to_loc_tokens((x1 / 32, y1 / 32, x2 / 32, y2 / 32))
+    assert gpt == want                                     # the boxes, in the prompt's order
+  assert set(counts) == {1, 2, 3} and sides == set(range(2, 17))
+  with pytest.raises(ValueError, match="image_size"):
+    RD.RepeatDrillSource("boxes", image_size=8)
+
+
+def test_box_drills_train_the_tokens_the_prompt_writes_before_each_roi():
+  """With task.region_boxes the answer is the very location tokens written before the <roi>s;
+  without it (or with more boxes than regions fit) the drill is refused by name."""
+  c = EP.get_config("quick")
+  c.task.region_boxes = True
+  c.data.sources = (("repeat", "boxes", 1.0),)
+  c.data.global_batch = 8
+  task = build_task(c)
+  batch = next(task.make_data(8, 0, 1))
+  pids = protocol_ids(task.tokenizer)
+  for r in range(8):
+    ids, loss = batch["input_ids"][r], batch["loss_mask"][r].astype(bool)
+    first = int(np.flatnonzero(loss)[0])
+    prompt_locs = ids[:first][np.isin(ids[:first], pids.locs)]
+    answer = ids[loss][:-1]                                # the answer, then its EOS
+    assert len(answer) % 4 == 0 and len(answer) > 0
+    np.testing.assert_array_equal(answer, prompt_locs)
+  c.task.region_boxes = False
+  with pytest.raises(ValueError, match=r"data.sources\[0\].*task.region_boxes"):
+    build_task(c)
+  c.task.region_boxes, c.data.sources = True, (("repeat", "boxes:1-4", 1.0),)
+  with pytest.raises(ValueError, match=r"data.sources\[0\].*max_regions >= 4"):
+    build_task(c)
+
+
 @pytest.mark.parametrize("where", ["words:0-4", "phrases:5-3", "x", "words:4", "4-8"])
 def test_bad_drills_are_refused_by_name(where):
   with pytest.raises(ValueError, match="MIN-MAX"):
@@ -103,7 +156,9 @@ def test_drills_join_the_task_mix_at_their_weight_and_are_not_evaluated():
 def test_the_full_job_drills_in_its_main_run_only():
   full = EP.get_config("")
   assert full.data.sources == (("pixelworld", None, 1.0), ("repeat", "phrases", EP.DRILL_WEIGHT),
-                               ("pixelworld", "text_to_video,image_to_video", EP.PLAN_WEIGHT))
+                               ("pixelworld", "text_to_video,image_to_video", EP.PLAN_WEIGHT),
+                               ("repeat", "boxes", EP.BOX_DRILL_WEIGHT))
+  assert full.task.region_boxes and not EP.get_config("quick").task.region_boxes
   assert all(k == "pixelworld" for k, _, _ in full.stages.s2_grounding.data.sources)
   assert all(k == "pixelworld" for k, _, _ in EP.get_config("quick").data.sources)
   llm, plain = EP.get_config("llm"), EP.get_config("llm_plain")

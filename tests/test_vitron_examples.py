@@ -17,6 +17,7 @@ from vitron_jax.data.pixelworld import (IMAGE_TASKS, VIDEO_TASKS, PixelWorld,  #
 from vitron_jax.models.vitron import check_batch  # noqa: E402
 from vitron_jax.models.vitron_config import vitron_config_from  # noqa: E402
 from vitron_jax.protocol import invocation as inv_lib  # noqa: E402
+from vitron_jax.protocol import tokens as T  # noqa: E402
 from vitron_jax.protocol.tokenizer import (decode_text, encode_user_text,  # noqa: E402
                                            protocol_ids)
 
@@ -237,3 +238,58 @@ def test_stack_and_nest():
     VE.stack([])
   with pytest.raises(ValueError, match="uint8"):
     VE.clip_pixels(np.zeros((4, 4, 3), np.float32))
+
+
+def test_region_boxes_write_each_roi_as_its_box(tok, full):
+  """`layout.region_boxes`: every <roi> is preceded by its mask's box as 4 location tokens
+  (Ferret's hybrid region); where the answer's invocation repeats a drawn box (a generated
+  object in <roi>, an edit to <roi>), those are the very tokens it must write."""
+  vcfg, plain = full
+  enc = VE.VitronEncoder(tok, VE.Layout.from_config(vcfg, seq_len=144, videos=True,
+                                                   max_regions=3, system="",
+                                                   region_boxes=True))
+  pids = protocol_ids(tok)
+  loc_of = {i: q for q, i in enumerate(pids.locs)}
+  world = PixelWorld(WORLD, split="heldout")
+  seen, copies = {}, 0
+  for task in ("text_to_image", "image_edit", "ref_seg", "region_caption", "video_seg"):
+    for i in range(40):
+      s = world.sample(i, task=task)
+      if not s["regions"]:
+        continue
+      ex = _check_example(tok, vcfg, enc, s)
+      ids = ex["input_ids"]
+      n_user = int(np.flatnonzero(ex["loss_mask"])[0])
+      roi = np.flatnonzero(ids[:n_user] == pids.roi)[::vcfg.frontend.region_token_count]
+      assert len(roi) == len(s["regions"])
+      boxes = []
+      for k, j in enumerate(roi):
+        q = [loc_of.get(int(t)) for t in ids[j - 4:j]]
+        assert None not in q, f"{s['id']}: no box before <roi> {k}"
+        m = np.asarray(s["regions"][k]["mask"]).reshape((-1, 32, 32)).any(0)
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        want = (cols[0] / 32, rows[0] / 32, (cols[-1] + 1) / 32, (rows[-1] + 1) / 32)
+        np.testing.assert_allclose([T.dequantize(v) for v in q], want, atol=1e-3)
+        boxes.append(tuple(q))
+      seen[task] = seen.get(task, 0) + 1
+      inv = inv_lib.find_invocation(s["conversations"][1]["value"])
+      if task in ("text_to_image", "image_edit") and inv is not None and inv.boxes:
+        asked = {tuple(T.quantize(v) for v in b) for b in inv.boxes}
+        assert set(boxes) <= asked, s["id"]  # the drawn boxes are boxes the answer writes
+        copies += 1
+      # without region_boxes the same prompt holds no location token before its answer
+      ex0 = plain(s)
+      assert not np.isin(ex0["input_ids"][:int(np.flatnonzero(ex0["loss_mask"])[0])],
+                         pids.locs).any()
+  assert set(seen) == {"text_to_image", "image_edit", "ref_seg", "region_caption",
+                       "video_seg"}, seen
+  assert copies > 5
+  # the prompt (chat / evaluation) writes the same boxes
+  s = next(world.sample(i, task="text_to_image") for i in range(40)
+           if world.sample(i, task="text_to_image")["regions"])
+  p = enc.prompt(s)["input_ids"]
+  assert np.isin(p, pids.locs).sum() == 4 * len(s["regions"])
+  bad = copy.deepcopy(s)
+  bad["regions"][0]["mask"] = np.zeros_like(bad["regions"][0]["mask"])
+  err = _bad(enc, bad, "bad region")
+  assert "region 0" in str(err) and "empty mask" in str(err)

@@ -9,8 +9,12 @@ Text goes through `protocol.tokenizer.SequenceBuilder` with the Vicuna template
 ``<s>{system} USER: {human} ASSISTANT: {gpt}</s>``: the human text's ``<image>``, ``<video>``
 and ``<roi>`` placeholders become their fixed slot counts, the gpt turns are under the loss
 (their query slots after an invocation's trigger are not), then everything is right-padded to
-`layout.seq_len`. Pixels are CLIP-normalised float32; regions become masks and boxes
-(`models.region_inputs`). Keys with a "/" (``image_regions/masks``) are nested by `nest`.
+`layout.seq_len`. With `layout.region_boxes` each ``<roi>`` is also written as its box, the
+four location tokens of its mask's bounding box before its slots (Ferret's hybrid region: the
+coordinates as tokens, the pooled features as slots), so that an answer that must repeat a
+drawn box (a generated object "in <roi>", an edit "to <roi>") copies it. Pixels are
+CLIP-normalised float32; regions become masks and boxes (`models.region_inputs`). Keys with a
+"/" (``image_regions/masks``) are nested by `nest`.
 
 A sample that does not fit (more images / regions than the layout has, longer than the
 sequence, no conversation) raises `BadSampleError` with its id, which the input pipeline counts
@@ -24,8 +28,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vitron_jax.data.pipeline import BadSampleError, ChatTemplate, sample_id_of
-from vitron_jax.models.region_inputs import (RegionError, prepare_image_regions,
+from vitron_jax.models.region_inputs import (RegionError, mask_box, prepare_image_regions,
                                              prepare_video_regions)
+from vitron_jax.protocol import invocation as I
 from vitron_jax.protocol import tokens as T
 from vitron_jax.protocol.tokenizer import SequenceBuilder, Slot, encode_model_text
 
@@ -48,7 +53,8 @@ class Layout:
   slot_counts: tokens per ``<image>`` / ``<video>`` / ``<roi>``; query_counts: K per head
   module (in `modules` order, the head's); routing: the head's routing mode; image_size,
   num_frames: pixels per side and frames per video; max_images / max_regions: per sample;
-  videos: whether examples carry a video input at all (False keeps image-only runs small).
+  videos: whether examples carry a video input at all (False keeps image-only runs small);
+  region_boxes: each ``<roi>`` also as its box's four location tokens, before its slots.
   """
   seq_len: int
   slot_counts: Mapping[str, int]
@@ -61,10 +67,12 @@ class Layout:
   max_regions: int = 1
   videos: bool = True
   system: str = ChatTemplate.system
+  region_boxes: bool = False
 
   @classmethod
   def from_config(cls, vcfg: Any, *, seq_len: int, videos: bool = True, max_images: int = 1,
-                  max_regions: int = 1, system: str | None = None) -> "Layout":
+                  max_regions: int = 1, system: str | None = None,
+                  region_boxes: bool = False) -> "Layout":
     """From a `VitronConfig` (slot counts of its frontend, query counts of its head)."""
     fe = vcfg.frontend
     return cls(seq_len=int(seq_len),
@@ -73,7 +81,8 @@ class Layout:
                query_counts=dict(vcfg.head.query_counts), modules=tuple(vcfg.head.modules),
                routing=vcfg.head.routing, image_size=fe.vision.image_size,
                num_frames=fe.num_frames, max_images=max_images, max_regions=max_regions,
-               videos=videos, system=ChatTemplate.system if system is None else system)
+               videos=videos, system=ChatTemplate.system if system is None else system,
+               region_boxes=bool(region_boxes))
 
 
 _PLACEHOLDERS = {T.IMAGE: "image", T.VIDEO: "video", T.ROI: "roi"}
@@ -94,6 +103,16 @@ def human_parts(text: str) -> list[str | Slot]:
     parts.append(Slot(_PLACEHOLDERS[p]))
     i = j + len(p)
   return [p for p in parts if not (isinstance(p, str) and not p)]
+
+
+def region_box_text(region: Mapping[str, Any], name: str = "region") -> str:
+  """A region's box as location tokens: the bounding box of its mask (`[H, W]`, or `[T, H, W]`:
+  of every frame's pixels), normalised as the region encoder's box (`mask_box`)."""
+  m = np.asarray(region.get("mask") if isinstance(region, Mapping) else None)
+  if m.ndim not in (2, 3) or not m.any():
+    raise ValueError(f"{name}: expected a non-empty [H, W] or [T, H, W] mask, got "
+                     f"{'an empty mask' if m.ndim in (2, 3) else f'shape {m.shape}'}")
+  return I.box_to_loc_tokens(mask_box(m.reshape((-1,) + m.shape[-2:]).any(0)))
 
 
 def _video_region(region: Mapping[str, Any], num_frames: int) -> list[dict | None]:
@@ -125,6 +144,8 @@ class VitronEncoder:
     if t.system:
       b.add_text(seq, t.system + t.sep)
     turns = list(conv)
+    regions = list(sample.get("regions") or [])
+    n_roi = 0  # <roi> placeholders so far: the k-th is region k
     if not with_answers:  # a prompt: the history up to the last human turn
       last = max((k for k, t in enumerate(turns) if isinstance(t, Mapping)
                   and t.get("from") == "human"), default=-1)
@@ -136,7 +157,19 @@ class VitronEncoder:
         raise BadSampleError(sid, "malformed conversation", f"turn {k}: expected a non-empty "
                              f"{want!r} turn, got {str(turn)[:80]!r}")
       if want == "human":
-        b.add_user(seq, [t.user] + human_parts(turn["value"]) + [t.sep + t.assistant.rstrip()])
+        parts = [t.user] + human_parts(turn["value"]) + [t.sep + t.assistant.rstrip()]
+        for p in parts:
+          if self.layout.region_boxes and p == Slot("roi"):
+            if n_roi >= len(regions):
+              raise BadSampleError(sid, "bad region", f"<roi> {n_roi} has no region "
+                                   f"({len(regions)} given)")
+            try:
+              box = region_box_text(regions[n_roi], f"region {n_roi}")
+            except ValueError as e:
+              raise BadSampleError(sid, "bad region", str(e)) from e
+            b.add_ids(seq, encode_model_text(self.tok, box))
+            n_roi += 1
+          b.add_user(seq, p)
       else:
         if with_answers:
           try:

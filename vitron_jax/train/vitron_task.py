@@ -7,9 +7,10 @@ paper's phases), `experiments/vitron_tiny.py` / `vitron_7b.py` (model sections).
   "pixelworld" (where = tasks: "image", "video", clusters or subtasks joined by commas, None =
   all) generates samples on the fly from `config.data.pixelworld` (image_size, num_frames,
   max_objects, seed); kind "llava_json" (where = a local LLaVA / Vitron JSON folder, built to
-  tfds on first use); kind "repeat" (where = "phrases" / "words", optionally ":MIN-MAX", or
-  None: text-only drills that copy a text back, `data.repeat_drill`; trained, never
-  evaluated). Samples become static-shape examples (`data.vitron_examples`).
+  tfds on first use); kind "repeat" (where = "phrases" / "words" / "boxes", optionally
+  ":MIN-MAX", or None: drills that copy a text or drawn boxes back, `data.repeat_drill`;
+  "boxes" needs `task.region_boxes`; trained, never evaluated). Samples become static-shape
+  examples (`data.vitron_examples`).
 * loss: `models.objective.vitron_loss` with `config.loss` weights (lm, align, synergy,
   backend); attached backends (`train.vitron_backends`: `model.segmenter` attaches the
   frozen image segmenter, parameters under `backends/segment_image/`) join the same jitted
@@ -29,7 +30,9 @@ tasks or real data), components (checkpoint items), ground_with_segmenter (the s
 the objects that edit / image -> video invocations name before their backends run;
 `train.phrase_grounding`), constrained_decoding (default True: free-running answers keep to
 the invocation grammar, `protocol.grammar`; False decodes without it), max_invocation_boxes
-(the grammar's cap on one region's boxes; None: the token budget only). `config.eval`: split,
+(the grammar's cap on one region's boxes; None: the token budget only), region_boxes (default
+False: each ``<roi>`` of a prompt is also written as its box's location tokens, Ferret's hybrid
+region; `data.vitron_examples`). `config.eval`: split,
 num_samples, pictures, batch_size, max_new_tokens.
 """
 from __future__ import annotations
@@ -126,8 +129,16 @@ class VitronTask:
     self.layout = VE.Layout.from_config(
         self.vcfg, seq_len=int(t.get("seq_len", 128)), videos=bool(videos),
         max_regions=int(t.get("max_regions", 0) or self.world_config.max_objects),
-        system=t.get("system", None))
+        system=t.get("system", None), region_boxes=bool(t.get("region_boxes", False)))
     self.encoder = VE.VitronEncoder(self.tokenizer, self.layout)
+    for i, (kind, where, _) in enumerate(self.sources):
+      style, (_, most) = RD.parse_where(where) if kind == RD.KIND else (None, (0, 0))
+      if style == "boxes" and not self.layout.region_boxes:
+        raise ValueError(f"data.sources[{i}]: a 'boxes' repeat drill needs task.region_boxes "
+                         "(its regions' boxes are written only as location tokens)")
+      if style == "boxes" and most > self.layout.max_regions:
+        raise ValueError(f"data.sources[{i}]: a 'boxes' drill of up to {most} boxes needs "
+                         f"task.max_regions >= {most}, got {self.layout.max_regions}")
     self.weights = LossWeights(**{k: float(v) for k, v in config.get("loss", {}).items()})
     self.backends = attachments(config, self.world_config.image_size,
                                 self.world_config.num_frames, self.tokenizer, self.vcfg.head)
@@ -220,7 +231,7 @@ class VitronTask:
         out.append(pixelworld_dataset(self.world_config, split="train", seed=self.world_seed,
                                       tasks=where))
       elif kind == RD.KIND:
-        out.append(RD.repeat_dataset(where, seed=self.world_seed))
+        out.append(RD.repeat_dataset(where, seed=self.world_seed, image_size=size))
       else:
         from vitron_jax.data import llava_json  # pylint: disable=import-outside-toplevel
         data_dir = os.path.join(where, "_tfds")
