@@ -124,8 +124,8 @@ PLAN_TASKS = ("text_to_video", "image_to_video")
 PLAN_WEIGHT = 0.5
 #: the full job's box drills (`data.repeat_drill` "boxes": copy drawn regions back as location
 #: tokens; needs `task.region_boxes`). LLM-only, 3000 steps, held-out text -> image answers with
-#: drawn regions whose boxes match: 0.94 at 0.5, 0.33 at 1.0 (one run each; 0 of 9 without
-#: drills at 1000 steps; BUILD_NOTES.md)
+#: drawn regions whose boxes match: 0.94 / 0.38 / 0.34 at 0.5 (three seeds), 0.33 at 1.0 (one);
+#: 0 of 9 without drills at 1000 steps (BUILD_NOTES.md)
 BOX_DRILL_WEIGHT = 0.5
 QUICK_UNDERSTAND = ("image_caption", "image_qa", "region_caption", "ref_box")
 QUICK_INVOKE = ("ref_seg", "text_to_image", "image_edit")
