@@ -44,7 +44,6 @@ from vitron_jax.data.pixelworld import splits as S
 from vitron_jax.data.pixelworld import templates as W
 from vitron_jax.data.pixelworld import vocab as V
 from vitron_jax.data.pixelworld_words import WORDS
-from vitron_jax.protocol import invocation as I
 from vitron_jax.protocol import tokens as T
 
 #: the drill's prompt prefix (its words are in PixelWorld's word list)
@@ -137,7 +136,7 @@ class RepeatDrillSource(grain.RandomAccessDataSource):
       x, y = int(rng.integers(0, s - w + 1)), int(rng.integers(0, s - h + 1))
       box = np.array([x, y, x + w, y + h], np.float32)
       regions.append(SP.region(SP.box_mask(box, (s, s)), box, "box"))
-      answer += I.box_to_loc_tokens(SP.norm_box(box, s))
+      answer += SP.loc(box, s)
       items.append(f"{object_noun(rng)[0]} in {T.ROI}" if rng.random() < 0.5 else T.ROI)
     return W.join(items), answer, regions
 
